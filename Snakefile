@@ -1,0 +1,22 @@
+# maskbench: download -> prepare -> pretrain -> evaluate -> report (see README.md).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        DATA_TARGETS,
+
+
+rule data:
+    input:
+        DATA_TARGETS,

@@ -1,0 +1,110 @@
+"""The commands the Snakemake rules call: ``python -m pipeline_src <command> ...``.
+
+Every rule runs exactly one of these, passing paths; each can be run by hand the same way.
+Imports are lazy so ``--help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _registry_entry(registry: str, dataset: str) -> dict:
+    from .config import ConfigError, load_registry
+
+    reg = load_registry(registry)
+    if dataset not in reg:
+        raise ConfigError(f"{registry}: no dataset named {dataset!r} (known: {', '.join(sorted(reg))})")
+    return reg[dataset]
+
+
+def cmd_download(a: argparse.Namespace) -> None:
+    from .config import load_config
+    from .data.download import fetch_dataset, mirror_dirs
+
+    cfg = load_config(a.config)
+    entry = _registry_entry(a.registry or cfg["registry"], a.dataset)
+    mirrors = mirror_dirs(a.mirror or cfg["data"]["mirrors"])
+    fetch_dataset(a.dataset, entry, Path(a.out), mirrors,
+                  timeout=cfg["data"]["download_timeout_s"], retries=cfg["data"]["download_retries"])
+
+
+def cmd_prepare(a: argparse.Namespace) -> None:
+    from .data.prepare import prepare_dataset
+
+    entry = _registry_entry(a.registry, a.dataset)
+    prepare_dataset(a.dataset, entry, Path(a.raw), Path(a.out), threads=a.threads)
+
+
+def cmd_split(a: argparse.Namespace) -> None:
+    from .data.splits import write_split
+
+    entry = _registry_entry(a.registry, a.dataset)
+    write_split(Path(a.processed), a.kind, a.seed, Path(a.out), fractions=tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1))))
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from .train.pretrain import run_pretrain
+
+    run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline_src", description="maskbench pipeline steps (each Snakemake rule calls one)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("download", help="fetch a dataset's raw files from the mirrors or upstream URLs (sha256-verified)")
+    s.add_argument("--config", default="config/config.yaml")
+    s.add_argument("--registry", help="dataset registry (default: the config's 'registry')")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--out", required=True, help="folder for the raw files, e.g. data/raw/<dataset>")
+    s.add_argument("--mirror", action="append", help="mirror directory (repeatable; default: the config's data.mirrors)")
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("prepare", help="raw files -> table.parquet (or shards/) + qc.json")
+    s.add_argument("--registry", default="config/datasets.yaml")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--raw", required=True, help="folder with the raw files")
+    s.add_argument("--out", required=True, help="processed folder, e.g. data/processed/<dataset>")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("split", help="write one split (id, fold) of a prepared dataset")
+    s.add_argument("--registry", default="config/datasets.yaml")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--processed", required=True)
+    s.add_argument("--kind", required=True, choices=["scaffold", "scaffold_balanced", "random", "fixed"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("pretrain", help="pretrain one method on one corpus -> model.pt + log.jsonl (resumable)")
+    s.add_argument("--config", default="config/config.yaml")
+    s.add_argument("--corpus", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--processed", required=True, help="the corpus's processed folder")
+    s.add_argument("--out", required=True, help="checkpoint folder, e.g. data/checkpoints/<corpus>/<method>")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(func=cmd_pretrain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .data.download import DownloadError
+
+        if isinstance(e, DownloadError):
+            print(f"download error: {e}", file=sys.stderr)
+            return 3
+        raise
+    return 0

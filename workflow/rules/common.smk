@@ -1,0 +1,68 @@
+# Shared helpers: validated config, the dataset registry, and the list of targets.
+import shlex
+import sys
+
+from pipeline_src.config import load_registry, validate as _validate
+
+_validate(config, "config.schema.yaml", "config (config/config.yaml + --configfile/--config)")
+REGISTRY = load_registry(config["registry"])
+# the interpreter running Snakemake, so rules see the same installed environment
+PY = f"{shlex.quote(sys.executable)} -m pipeline_src"
+
+for _domain, _d in config["domains"].items():
+    for _ds in [_d["corpus"], *_d["tasks"]]:
+        if _ds not in REGISTRY:
+            raise ValueError(f"config: domains.{_domain} names dataset {_ds!r}, which is not in {config['registry']}")
+
+
+def used_datasets():
+    out = []
+    for d in config["domains"].values():
+        for ds in [d["corpus"], *d["tasks"]]:
+            if ds not in out:
+                out.append(ds)
+    return out
+
+
+def raw_files(ds):
+    return [f"data/raw/{ds}/{f['name']}" for f in REGISTRY[ds]["files"]]
+
+
+def is_continuous(ds):
+    return REGISTRY[ds]["input"]["kind"] == "numeric"
+
+
+def is_sharded(ds):
+    return REGISTRY[ds]["role"] == "corpus" and not is_continuous(ds)
+
+
+def processed_files(ds):
+    """The files `prepare` writes for a dataset (the rule's declared outputs)."""
+    base = f"data/processed/{ds}"
+    table = f"{base}/shards" if is_sharded(ds) else f"{base}/table.parquet"
+    encoding = f"{base}/standardize.json" if is_continuous(ds) else f"{base}/vocab.json"
+    return {"table": table, "qc": f"{base}/qc.json", "encoding": encoding}
+
+
+def split_names(ds, domain_cfg):
+    """Split file stems for a task, from the domain's `splits` and the run's seeds."""
+    names = []
+    for kind in domain_cfg["splits"]:
+        if kind in ("scaffold", "fixed"):
+            names.append(kind)
+        else:
+            names += [f"{kind}_seed{s}" for s in config["seeds"]]
+    return names
+
+
+def data_targets():
+    out = []
+    for d in config["domains"].values():
+        out += list(processed_files(d["corpus"]).values())
+        for t in d["tasks"]:
+            out += list(processed_files(t).values())
+            out += [f"data/processed/{t}/splits/{s}.parquet" for s in split_names(t, d)]
+    return list(dict.fromkeys(out))
+
+
+DATA_TARGETS = data_targets()
