@@ -6,6 +6,10 @@ through :func:`load_config` / :func:`load_registry`, so a step run by hand sees 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +98,34 @@ def method_config(cfg: dict[str, Any], domain: str, method: str) -> dict[str, An
         raise ConfigError(f"method {method!r} has no entry under 'methods' in the config")
     over = cfg["domains"][domain].get("methods", {}).get(method, {})
     return deep_merge(cfg["methods"][method], over)
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_effective_config(cfg: dict[str, Any], root: str | Path = "data/run_config") -> str:
+    """Write ``cfg`` to ``<root>/<hash>.yaml`` (atomically, once) and return the path."""
+    path = Path(root) / f"{config_hash(cfg)}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def pretrain_settings(cfg: dict[str, Any], corpus: str, method: str) -> dict[str, Any]:
+    """Everything a pretraining job's result depends on (its rerun trigger)."""
+    domain = domain_of(cfg, corpus)
+    d = cfg["domains"][domain]
+    return {
+        "corpus": corpus,
+        "subsample": d.get("corpus_subsample"),
+        "model": d["model"],
+        "pretrain": d["pretrain"],
+        "method": method,
+        "method_cfg": method_config(cfg, domain, method),
+    }

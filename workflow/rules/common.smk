@@ -2,10 +2,13 @@
 import shlex
 import sys
 
-from pipeline_src.config import load_registry, validate as _validate
+from pipeline_src.config import config_hash, load_registry, pretrain_settings, validate as _validate, write_effective_config
 
 _validate(config, "config.schema.yaml", "config (config/config.yaml + --configfile/--config)")
 REGISTRY = load_registry(config["registry"])
+# The effective config (config files + --config overrides, defaults filled) as one file that every
+# rule's command reads, so a step always sees exactly what Snakemake saw.
+CONFIG_PATH = write_effective_config(config)
 # the interpreter running Snakemake, so rules see the same installed environment
 PY = f"{shlex.quote(sys.executable)} -m pipeline_src"
 

@@ -14,7 +14,6 @@ for _ds in used_datasets():
             out=f"data/raw/{_ds}",
             registry=config["registry"],
             mirrors=" ".join(f"--mirror {m}" for m in config["data"]["mirrors"]),
-            config_file=workflow.configfiles[0] if workflow.configfiles else "config/config.yaml",
         log:
             f"data/logs/download/{_ds}.log",
         benchmark:
@@ -23,7 +22,7 @@ for _ds in used_datasets():
             mem_mb=500,
             runtime=30,
         shell:
-            "{PY} download --config {params.config_file} --registry {params.registry} --dataset {params.dataset}"
+            "{PY} download --config {CONFIG_PATH} --registry {params.registry} --dataset {params.dataset}"
             " --out {params.out} {params.mirrors} > {log} 2>&1"
 
     rule:

@@ -1,0 +1,31 @@
+"""Task metrics, by the names the registry uses."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "spearman": True, "rmse": False}
+
+
+def compute_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """``y_pred``: scores of the positive class (roc_auc), class ids (accuracy) or values."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if name == "rmse":
+        return float(np.sqrt(np.mean((y_true.astype(float) - y_pred.astype(float)) ** 2)))
+    if name == "roc_auc":
+        if len(np.unique(y_true)) < 2:
+            raise ValueError("ROC-AUC is undefined: the evaluated fold holds one class only")
+        return float(roc_auc_score(y_true, y_pred))
+    if name == "accuracy":
+        return float(accuracy_score(y_true, y_pred))
+    if name == "spearman":
+        rho = spearmanr(y_true, y_pred).statistic
+        return float(rho) if np.isfinite(rho) else 0.0
+    raise ValueError(f"unknown metric {name!r} (known: {', '.join(HIGHER_IS_BETTER)})")
+
+
+def is_better(metric: str, a: float, b: float) -> bool:
+    """Is score ``a`` better than ``b``?"""
+    return a > b if HIGHER_IS_BETTER[metric] else a < b

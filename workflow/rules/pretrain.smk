@@ -1,0 +1,36 @@
+# pretrain: one job per (corpus, method) -> data/checkpoints/<corpus>/<method>/model.pt + log.jsonl.
+# A killed job leaves data/checkpoints/<corpus>/<method>/last.pt (not a declared output, so
+# Snakemake keeps it); the rerun resumes from it.
+
+
+def corpus_inputs(w):
+    files = processed_files(w.corpus)
+    return [files["table"], files["encoding"]]
+
+
+rule pretrain:
+    input:
+        corpus_inputs,
+    output:
+        model="data/checkpoints/{corpus}/{method}/model.pt",
+        log="data/checkpoints/{corpus}/{method}/log.jsonl",
+    wildcard_constraints:
+        corpus="|".join(sorted({d["corpus"] for d in config["domains"].values()})),
+        method="|".join(config["methods"]),
+    params:
+        # rerun when the settings this job uses change, not when any config key does
+        settings=lambda w: config_hash(pretrain_settings(config, w.corpus, w.method)),
+        processed=lambda w: f"data/processed/{w.corpus}",
+        out=lambda w: f"data/checkpoints/{w.corpus}/{w.method}",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=6000,
+        runtime=lambda w: 60 * 24,
+    log:
+        "data/logs/pretrain/{corpus}/{method}.log",
+    benchmark:
+        "data/benchmarks/pretrain/{corpus}/{method}.tsv"
+    shell:
+        "{PY} pretrain --config {CONFIG_PATH} --corpus {wildcards.corpus} --method {wildcards.method}"
+        " --processed {params.processed} --out {params.out} --threads {threads} > {log} 2>&1"
