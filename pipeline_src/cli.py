@@ -47,7 +47,7 @@ def cmd_split(a: argparse.Namespace) -> None:
 def cmd_pretrain(a: argparse.Namespace) -> None:
     from .train.pretrain import run_pretrain
 
-    run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads)
+    run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads, device=a.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="checkpoint folder, e.g. data/checkpoints/<corpus>/<method>")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $MASKBENCH_DEVICE, else cuda if present)")
     s.set_defaults(func=cmd_pretrain)
     return p
 

@@ -71,7 +71,8 @@ class Encoded:
         lens = np.diff(self.offsets)[idx]
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
-        gather = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if len(idx) else np.zeros(0, np.int64)
+        # token positions of the kept samples, in order: start of each sample + 0..len-1
+        gather = np.repeat(self.offsets[idx] - offsets[:-1], lens) + np.arange(offsets[-1])
         return Encoded("discrete", self.ids[idx], tokens=self.tokens[gather], offsets=offsets)
 
     def batch(self, idx: np.ndarray, max_len: int) -> Batch:
@@ -92,10 +93,18 @@ class Encoded:
         return Batch(torch.from_numpy(x), torch.from_numpy(~valid))
 
 
-def load_encoded(processed_dir: str | Path) -> Encoded:
-    """Read a prepared dataset into training-ready arrays (no per-step tokenization)."""
+def load_encoded(processed_dir: str | Path, fold: str | None = None) -> Encoded:
+    """Read a prepared dataset into training-ready arrays (no per-step tokenization).
+
+    ``fold``: keep only the rows of that fold when the table has a ``fold`` column (a labelled
+    task used as a pretraining corpus, e.g. HIGGS, is pretrained on its train fold only).
+    """
     d = Path(processed_dir)
     files = table_files(d)
+    if fold is not None and "fold" in pq.read_schema(files[0]).names:
+        t = pa.concat_tables([pq.read_table(f, columns=["fold"]) for f in files])
+        keep = np.flatnonzero(t.column("fold").to_numpy(zero_copy_only=False) == fold)
+        return load_encoded(d).subset(keep)
     stats_path = d / "standardize.json"
     if stats_path.exists():
         stats = json.loads(stats_path.read_text())

@@ -1,0 +1,314 @@
+"""Readers for the raw source formats (DESIGN §2, ``config/datasets.yaml`` ``format``).
+
+Each reader returns a :class:`pandas.DataFrame` with a ``source_row`` column (int64, the 0-based
+data row of the record in the raw file: header lines are not counted) and raises
+:class:`ReadError` whose message names the file, and where it applies the row and the column.
+
+* :func:`read_csv` — comma-separated text, LF or CRLF, optionally gzip (inferred from ``.gz``);
+* :func:`read_lines_zip` — a zip holding one member with one record per line, no header;
+* :func:`read_fasta_gz` — gzip FASTA with multi-line records (UniProt headers);
+* :func:`read_higgs` — the HIGGS layouts (label first or last, header or none, tab or comma,
+  any precision) normalized to the UCI column names, with the file's rounding.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+HIGGS_FEATURES = [
+    "lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude", "missing_energy_phi",
+    "jet_1_pt", "jet_1_eta", "jet_1_phi", "jet_1_b-tag",
+    "jet_2_pt", "jet_2_eta", "jet_2_phi", "jet_2_b-tag",
+    "jet_3_pt", "jet_3_eta", "jet_3_phi", "jet_3_b-tag",
+    "jet_4_pt", "jet_4_eta", "jet_4_phi", "jet_4_b-tag",
+    "m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb",
+]
+HIGGS_COLUMNS = ["label", *HIGGS_FEATURES]
+
+
+class ReadError(ValueError):
+    """A raw file cannot be read as declared; the message names the file, row and column."""
+
+
+def _open_text(path: Path):
+    """Binary handle, gunzipped when the name ends in ``.gz``."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def csv_header(path: str | Path, sep: str = ",") -> list[str]:
+    path = Path(path)
+    try:
+        head = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig", compression="infer")
+    except FileNotFoundError:
+        raise ReadError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise ReadError(f"{path}: cannot read the CSV header: {e}") from None
+    return [str(c) for c in head.columns]
+
+
+def read_csv(path: str | Path, columns: Sequence[str], sep: str = ",") -> pd.DataFrame:
+    """The named columns of a CSV file, as strings (empty cells are ``""``), plus ``source_row``.
+
+    Line endings (LF / CRLF), a UTF-8 BOM, quoting and gzip compression are handled; a missing
+    column raises :class:`ReadError` naming the file, the column and the columns present.
+    """
+    path = Path(path)
+    header = csv_header(path, sep)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ReadError(f"{path}: missing column(s) {missing}; the file has columns {header[:20]}"
+                        + (" ..." if len(header) > 20 else ""))
+    try:
+        df = pd.read_csv(path, sep=sep, usecols=list(dict.fromkeys(columns)), dtype=str,
+                         keep_default_na=False, na_filter=False, encoding="utf-8-sig",
+                         compression="infer", skip_blank_lines=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+        raise ReadError(f"{path}: cannot parse as CSV: {e}") from None
+    # A trailing blank line (present in some files) is not a record.
+    if len(df) and all(df[c].iat[-1] == "" for c in df.columns):
+        df = df.iloc[:-1]
+    df = df.reset_index(drop=True)
+    df.insert(0, "source_row", np.arange(len(df), dtype=np.int64))
+    return df
+
+
+def numeric_column(values: pd.Series, source_rows: np.ndarray, path: str | Path, column: str,
+                   integer: bool = False) -> np.ndarray:
+    """Parse a string column to float64 (``NaN`` for empty cells).
+
+    A cell that is not a number raises :class:`ReadError` naming file, row and column; with
+    ``integer`` a non-integral value does too.
+    """
+    s = pd.Series(values, copy=False).astype(str).str.strip()
+    out = pd.to_numeric(s.where(s != "", None), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(out) & (s != "").to_numpy()
+    bad |= np.isinf(out)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ReadError(f"{path}: row {int(source_rows[i])}, column {column!r}: "
+                        f"not a number: {s.iat[i]!r} ({int(bad.sum())} such cell(s))")
+    if integer:
+        ok = ~np.isnan(out)
+        frac = ok & (out != np.round(out))
+        if frac.any():
+            i = int(np.flatnonzero(frac)[0])
+            raise ReadError(f"{path}: row {int(source_rows[i])}, column {column!r}: "
+                            f"not an integer class label: {s.iat[i]!r}")
+    return out
+
+
+def read_lines_zip(path: str | Path) -> pd.DataFrame:
+    """``source_row``, ``text``: the lines of the single member of a zip file (no header)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            if len(members) != 1:
+                raise ReadError(f"{path}: expected exactly one member in the zip, found "
+                                f"{[m.filename for m in members]}")
+            data = zf.read(members[0])
+    except FileNotFoundError:
+        raise ReadError(f"{path}: file not found") from None
+    except zipfile.BadZipFile as e:
+        raise ReadError(f"{path}: not a zip file: {e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ReadError(f"{path}: member {members[0].filename} is not UTF-8: {e}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return pd.DataFrame({"source_row": np.arange(len(lines), dtype=np.int64),
+                         "text": pd.array(lines, dtype="str")})
+
+
+_UNIPROT = re.compile(r"^(?:sp|tr)\|([^|\s]+)\|(\S*)")
+
+
+def parse_fasta_header(header: str) -> tuple[str, str]:
+    """(accession, entry name) from ``sp|ACC|NAME ...`` / ``tr|ACC|NAME ...``; otherwise the first
+    word of the header and ``""``."""
+    m = _UNIPROT.match(header)
+    if m:
+        return m.group(1), m.group(2)
+    word = header.split(maxsplit=1)
+    return (word[0] if word else ""), ""
+
+
+def read_fasta(handle: io.BufferedIOBase, path: str | Path) -> pd.DataFrame:
+    accs: list[str] = []
+    names: list[str] = []
+    headers: list[str] = []
+    seqs: list[str] = []
+    parts: list[str] = []
+    for lineno, raw in enumerate(handle, start=1):
+        line = raw.decode("utf-8", errors="strict").strip()
+        if line.startswith(">"):
+            if headers:
+                seqs.append("".join(parts))
+            parts = []
+            h = line[1:].strip()
+            acc, name = parse_fasta_header(h)
+            accs.append(acc)
+            names.append(name)
+            headers.append(h)
+        elif line:
+            if not headers:
+                raise ReadError(f"{path}: line {lineno}: sequence data before the first '>' header")
+            parts.append(line)
+    if headers:
+        seqs.append("".join(parts))
+    return pd.DataFrame({
+        "source_row": np.arange(len(headers), dtype=np.int64),
+        "accession": pd.array(accs, dtype="str"),
+        "name": pd.array(names, dtype="str"),
+        "header": pd.array(headers, dtype="str"),
+        "seq": pd.array(seqs, dtype="str"),
+    })
+
+
+def read_fasta_gz(path: str | Path) -> pd.DataFrame:
+    """``source_row`` (record index), ``accession``, ``name``, ``header``, ``seq`` (as given)."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            return read_fasta(f, path)
+    except FileNotFoundError:
+        raise ReadError(f"{path}: file not found") from None
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ReadError(f"{path}: cannot read as gzip FASTA: {e}") from None
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """How coarsely a file prints its values: a value ``x`` is within ``rel * |x| + abs`` of the
+    exact one (half a unit in the last printed digit)."""
+    rel: float
+    abs: float
+
+    def error_at_one(self) -> float:  # a single number to rank files by precision
+        return self.rel + self.abs
+
+
+_NUM = re.compile(r"^[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$")
+
+
+def infer_rounding(cells: Sequence[str]) -> Rounding:
+    """The rounding of printed numbers (half a unit in the last printed digit).
+
+    * scientific notation with ``k`` mantissa decimals: relative ``0.5e-k``;
+    * fixed notation with the same number ``k`` of decimals in (nearly) every cell: absolute
+      ``0.5e-k``;
+    * fixed notation with a varying number of decimals (a fixed number of significant digits,
+      trailing zeros dropped): relative ``0.5e-(s-1)`` for the median significant digits ``s``,
+      plus the absolute half-unit of the median decimals.
+    """
+    sci_dec: list[int] = []
+    fix_dec: list[int] = []
+    sig: list[int] = []
+    for c in cells:
+        m = _NUM.match(c.strip())
+        if not m:
+            continue
+        ipart, fpart, exp = m.group(1) or "", m.group(2) or "", m.group(3)
+        if exp is not None:
+            sci_dec.append(len(fpart))
+            continue
+        fix_dec.append(len(fpart))
+        digits = (ipart + fpart).lstrip("0")
+        if digits and fpart:
+            sig.append(len(digits))
+    rel = 0.0
+    ab = 0.0
+    if sci_dec:
+        rel = 0.5 * 10.0 ** (-int(np.median(sci_dec)))
+    if fix_dec:
+        values, counts = np.unique(fix_dec, return_counts=True)
+        mode = int(values[np.argmax(counts)])
+        if counts.max() >= 0.9 * len(fix_dec):
+            ab = 0.5 * 10.0 ** (-mode)
+        else:
+            ab = 0.5 * 10.0 ** (-int(np.median(fix_dec)))
+            if sig:
+                rel = max(rel, 0.5 * 10.0 ** (-(int(np.median(sig)) - 1)))
+    if not sci_dec and not fix_dec:
+        ab = 0.5
+    return Rounding(rel=rel, abs=ab)
+
+
+def _norm_name(c: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", c.lower())
+
+
+def read_higgs(path: str | Path, label: str = "first", header: bool = True,
+               sep: str = ",") -> tuple[pd.DataFrame, Rounding]:
+    """A HIGGS file as ``source_row, label, lepton_pT, ..., m_wwbb`` (label int64, features
+    float64) and the rounding of its features.
+
+    ``label`` is ``"first"`` or ``"last"``: the position of the label column; features are in
+    the UCI order in every known copy. A header with UCI-like names is checked against the UCI
+    order; generic headers (``response, x1, ...``) are accepted as they are.
+    """
+    path = Path(path)
+    if label not in ("first", "last"):
+        raise ReadError(f"{path}: label position must be 'first' or 'last', got {label!r}")
+    try:
+        df = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str,
+                         keep_default_na=False, na_filter=False, encoding="utf-8-sig",
+                         compression="infer")
+    except FileNotFoundError:
+        raise ReadError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise ReadError(f"{path}: cannot parse as HIGGS ({'tab' if sep == chr(9) else repr(sep)}-separated"
+                        f", header={header}): {e}") from None
+    if df.shape[1] != len(HIGGS_COLUMNS):
+        raise ReadError(f"{path}: expected {len(HIGGS_COLUMNS)} columns (label + 28 features) with "
+                        f"sep={sep!r}, found {df.shape[1]}")
+    raw_names = [str(c) for c in df.columns]
+    positions = list(range(29)) if label == "first" else [28, *range(28)]
+    order = [raw_names[p] for p in positions]
+    df = df.iloc[:, positions]
+    if header:
+        known = {_norm_name(c) for c in HIGGS_COLUMNS}
+        if any(_norm_name(c) in known for c in order):
+            for got, want in zip(order, HIGGS_COLUMNS):
+                if _norm_name(got) != _norm_name(want):
+                    raise ReadError(f"{path}: column {got!r} where {want!r} was expected "
+                                    f"(label {label}); the header does not follow the UCI order")
+        names = order
+    else:
+        names = [f"field {p + 1}" for p in positions]
+    df.columns = HIGGS_COLUMNS
+    rows = np.arange(len(df), dtype=np.int64)
+    out = {"source_row": rows}
+    lab_name = "label" if names[0] == "label" else f"label ({names[0]})"
+    lab = numeric_column(df["label"], rows, path, lab_name, integer=True)
+    if np.isnan(lab).any():
+        i = int(np.flatnonzero(np.isnan(lab))[0])
+        raise ReadError(f"{path}: row {i}, column {lab_name!r}: empty label")
+    if not np.isin(lab, (0.0, 1.0)).all():
+        i = int(np.flatnonzero(~np.isin(lab, (0.0, 1.0)))[0])
+        raise ReadError(f"{path}: row {i}, column {lab_name!r}: label must be 0 or 1, "
+                        f"got {df['label'].iat[i]!r}")
+    out["label"] = lab.astype(np.int64)
+    sample: list[str] = []
+    for j, c in enumerate(HIGGS_FEATURES):
+        colname = f"{c} ({names[j + 1]})" if names[j + 1] != c else c
+        vals = numeric_column(df[c], rows, path, colname)
+        if np.isnan(vals).any():
+            i = int(np.flatnonzero(np.isnan(vals))[0])
+            raise ReadError(f"{path}: row {i}, column {colname!r}: empty value")
+        out[c] = vals
+        sample.extend(df[c].iloc[:2000].tolist())
+    return pd.DataFrame(out), infer_rounding(sample)

@@ -1,0 +1,253 @@
+"""The pretraining loop: one method, one corpus, one output directory.
+
+``out_dir`` receives ``last.pt`` (resumable checkpoint, every ``checkpoint_every`` steps and at the
+end), ``log.jsonl`` (one line per step) and ``model.pt`` (the final weights and metadata). A run that
+finds ``last.pt`` resumes from it; on the CPU a resumed run ends with the same weights, bit for bit,
+as one that was never interrupted. The checkpoint also holds the log up to its step, so a resumed
+run rewrites ``log.jsonl`` exactly (Snakemake deletes declared outputs before rerunning a job).
+
+Optimizer: AdamW (β = 0.9/0.999, decoupled weight decay) with no weight decay on biases, norm
+weights, embedding tables and other 1-d or token/embedding parameters (positional embeddings, mask
+tokens); learning rate with linear warm-up then cosine decay to zero; gradient clipping by norm.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data.batch import InputSpec
+from ..data.encode import Encoded
+from .checkpoint import atomic_save, load_checkpoint, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
+from .data import BucketBatchSampler
+from .devices import autocast, peak_memory_bytes, pick_device, seed_everything
+
+CHECKPOINT_NAME = "last.pt"
+MODEL_NAME = "model.pt"
+LOG_NAME = "log.jsonl"
+# keys of the pretrain config that do not change the trajectory, so they stay out of the run hash
+_HASH_EXEMPT = {"checkpoint_every"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite."""
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR factor for step ``s`` (0-based): (s + 1) / warmup during warm-up, then cosine from 1 to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: decayed weight matrices, and everything else without decay."""
+    no_decay_ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if p.ndim <= 1 or id(p) in no_decay_ids or "embed" in leaf or "token" in leaf:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _run_config(method: nn.Module, spec: InputSpec, train_cfg: dict, max_len: int, seed: int,
+                model_cfg: dict, method_cfg: dict, corpus_size: int) -> dict[str, Any]:
+    return {
+        "method": method.name,
+        "spec": asdict(spec),
+        "model_cfg": model_cfg,
+        "method_cfg": method_cfg,
+        "train_cfg": {k: v for k, v in train_cfg.items() if k not in _HASH_EXEMPT},
+        "max_len": max_len,
+        "seed": seed,
+        "corpus_size": corpus_size,
+    }
+
+
+def _write_log(path: Path, lines: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def save_model_file(path: str | Path, method: nn.Module, meta: dict[str, Any]) -> None:
+    """Write ``{"state_dict", "meta"}`` atomically; loadable with ``torch.load(weights_only=True)``."""
+    atomic_save({"state_dict": _cpu_state_dict(method), "meta": meta}, path)
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu",
+                    encoder_only: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the method saved in a ``model.pt`` (or only its ``.encoder``) and its metadata."""
+    from ..methods import build_method
+
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    meta = blob["meta"]
+    method = build_method(meta.get("build_method", meta["method"]), InputSpec(**meta["spec"]),
+                          meta["model_cfg"], meta["method_cfg"])
+    method.load_state_dict(blob["state_dict"])
+    method.eval()
+    return (method.encoder if encoder_only else method), meta
+
+
+def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_len: int, out_dir: str | Path,
+             seed: int, device: torch.device | str | None = None, threads: int | None = None, *,
+             model_cfg: dict[str, Any] | None = None, method_cfg: dict[str, Any] | None = None,
+             stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Pretrain ``method`` on ``corpus`` for ``train_cfg['steps']`` steps; return a summary.
+
+    ``model_cfg`` / ``method_cfg`` are the arguments ``method`` was built with (defaults: the
+    method's ``model_cfg`` and ``method_cfg`` or ``cfg`` attributes); they go into the run hash and
+    ``model.pt``, from which :func:`load_pretrained` rebuilds the method.
+    ``stop_after``: leave after this many steps in total, with a checkpoint and no ``model.pt``
+    (a time-sliced job, or a test of resuming).
+
+    ``wall_time_s`` in the summary and in ``model.pt`` is the time spent in training steps, summed
+    over resumed runs (checkpoint writing excluded); ``tokens_per_s`` counts non-padding tokens.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, model_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / MODEL_NAME, out_dir / LOG_NAME
+    remove_stale_tmp(ckpt_path)
+    remove_stale_tmp(model_path)
+
+    device = pick_device(device)
+    seed_everything(seed, threads)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model_cfg = dict(model_cfg if model_cfg is not None else getattr(method, "model_cfg", {}) or {})
+    if method_cfg is None:
+        method_cfg = getattr(method, "method_cfg", None) or getattr(method, "cfg", None) or {}
+    method_cfg = dict(method_cfg)
+    spec = corpus.spec(max_len)
+    total_steps = int(train_cfg["steps"])
+    checkpoint_every = int(train_cfg.get("checkpoint_every") or total_steps or 1)
+    grad_clip = train_cfg.get("grad_clip")
+    config = _run_config(method, spec, train_cfg, max_len, seed, model_cfg, method_cfg, len(corpus))
+    rhash = run_hash(config)
+
+    method.to(device).train()
+    optimizer = torch.optim.AdamW(param_groups(method, float(train_cfg["weight_decay"])),
+                                  lr=float(train_cfg["lr"]), betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(train_cfg["warmup_steps"]), total_steps))
+    sampler = BucketBatchSampler(corpus.lengths(), int(train_cfg["batch_size"]), seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+
+    step, elapsed, tokens_seen, last_loss, resumed_from = 0, 0.0, 0, None, None
+    log_lines: list[str] = []
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, rhash)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        step, elapsed, tokens_seen, last_loss = state["step"], state["elapsed_s"], state["tokens"], state["last_loss"]
+        log_lines = state["log"].splitlines()
+        resumed_from = step
+    # the log is rewritten from the checkpoint: no steps past it, none missing if the file was deleted
+    _write_log(log_path, log_lines)
+
+    saved_step = resumed_from
+
+    def last_good() -> str:
+        if saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {ckpt_path} (step {saved_step})"
+
+    def checkpoint() -> None:
+        nonlocal saved_step
+        save_checkpoint(ckpt_path, {
+            "run_hash": rhash, "method": method.name, "config": config, "step": step,
+            "model": method.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "sampler": sampler.state_dict(), "generator": generator.get_state(), "rng": rng_state(),
+            "elapsed_s": elapsed, "tokens": tokens_seen, "last_loss": last_loss,
+            "log": "".join(f"{line}\n" for line in log_lines),
+        })
+        saved_step = step
+
+    end = total_steps if stop_after is None else min(total_steps, stop_after)
+    bar = tqdm(total=total_steps, initial=step, file=sys.stderr, desc=f"pretrain {method.name}",
+               disable=not progress, mininterval=1.0, dynamic_ncols=True)
+    log = log_path.open("a", encoding="utf-8")
+    try:
+        t_prev = time.perf_counter()
+        while step < end:
+            batch = corpus.batch(sampler.next_batch(), max_len)
+            n_tokens = int(batch.n_valid.sum())
+            batch = batch.to(device)
+            lr = optimizer.param_groups[0]["lr"]
+            with autocast(device):
+                out = method(batch, generator=generator, step=step)
+            loss_value = float(out.loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"loss is {loss_value} at step {step + 1}; {last_good()}")
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = None
+            if grad_clip:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(method.parameters(), float(grad_clip)))
+                if not math.isfinite(grad_norm):
+                    raise TrainingDiverged(f"gradient norm is {grad_norm} at step {step + 1}; {last_good()}")
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            last_loss = loss_value
+            t_now = time.perf_counter()
+            dt, t_prev = t_now - t_prev, t_now
+            elapsed += dt
+            tokens_seen += n_tokens
+            stats = {k: float(v) for k, v in out.stats.items()}
+            rec = {"step": step, "loss": loss_value, "lr": lr, "mask_ratio": stats.get("mask_ratio"),
+                   "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": elapsed, "grad_norm": grad_norm}
+            rec.update((k, v) for k, v in stats.items() if k not in rec)
+            log_lines.append(json.dumps(rec))
+            log.write(log_lines[-1] + "\n")
+            log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if step % checkpoint_every == 0 or step == end:
+                checkpoint()
+                t_prev = time.perf_counter()  # checkpoint time is not training time
+    finally:
+        log.close()
+        bar.close()
+
+    summary = {
+        "method": method.name, "steps": step, "final_loss": last_loss, "wall_time_s": elapsed,
+        "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None, "tokens": tokens_seen,
+        "peak_memory_bytes": peak_memory_bytes(device), "device": str(device), "run_hash": rhash,
+        "resumed_from": resumed_from, "finished": step >= total_steps,
+    }
+    if step >= total_steps:
+        meta = {**config, "domain_agnostic": bool(getattr(method, "domain_agnostic", True)),
+                "steps": step, "run_hash": rhash, **{k: summary[k] for k in
+                ("final_loss", "wall_time_s", "tokens_per_s", "peak_memory_bytes", "device")},
+                "torch_version": str(torch.__version__)}
+        save_model_file(model_path, method, meta)
+    return summary
+

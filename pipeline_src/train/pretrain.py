@@ -1,0 +1,73 @@
+"""``python -m pipeline_src pretrain``: pretrain one method on one domain's corpus."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..config import ConfigError, domain_of, load_config, method_config
+from ..data.batch import InputSpec
+from ..data.encode import load_encoded
+from .data import subsample
+from .devices import pick_device, seed_everything
+from .loop import LOG_NAME, MODEL_NAME, pretrain, save_model_file
+
+NO_PRETRAINING = "none"
+
+
+def _build(method: str, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: dict[str, Any]) -> nn.Module:
+    from ..methods import build_method
+
+    return build_method(method, spec, model_cfg, method_cfg)
+
+
+def write_untrained(out_dir: Path, cfg: dict[str, Any], domain: str, spec: InputSpec, model_cfg: dict[str, Any],
+                    seed: int, threads: int | None = None) -> None:
+    """Method ``none``: a ``model.pt`` holding the freshly initialized (seeded) model, ``steps: 0``,
+    and an empty ``log.jsonl``."""
+    method_cfg = method_config(cfg, domain, NO_PRETRAINING)
+    seed_everything(seed, threads)
+    method = _build(NO_PRETRAINING, spec, model_cfg, method_cfg)
+    meta = {"method": NO_PRETRAINING, "spec": asdict(spec), "model_cfg": model_cfg, "method_cfg": method_cfg,
+            "max_len": spec.max_len, "seed": seed, "steps": 0, "final_loss": None, "wall_time_s": 0.0,
+            "tokens_per_s": None, "peak_memory_bytes": 0, "device": "cpu",
+            "domain_agnostic": bool(getattr(method, "domain_agnostic", True))}
+    save_model_file(out_dir / MODEL_NAME, method, meta)
+    (out_dir / LOG_NAME).write_text("", encoding="utf-8")  # no steps; the file is still an output
+
+
+def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str, out_dir: str,
+                 seed: int = 0, threads: int | None = None, device: str | None = None) -> None:
+    """Pretrain ``method`` on ``corpus`` (read from ``processed_dir``) into ``out_dir``.
+
+    ``out_dir`` gets ``model.pt``, ``log.jsonl`` and ``last.pt``; an existing ``last.pt`` from the
+    same configuration is resumed. A one-line JSON summary goes to stdout.
+    """
+    cfg = load_config(config_path)
+    domain = domain_of(cfg, corpus)
+    dom = cfg["domains"][domain]
+    if corpus != dom["corpus"]:
+        raise ConfigError(f"{corpus!r} is a task of domain {domain!r}, not its pretraining corpus ({dom['corpus']!r})")
+    model_cfg = dict(dom["model"])
+    max_len = int(model_cfg["max_len"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only
+    data = subsample(load_encoded(processed_dir, fold="train"), dom.get("corpus_subsample"), seed)
+    spec = data.spec(max_len)
+    if method == NO_PRETRAINING:
+        write_untrained(out, cfg, domain, spec, model_cfg, seed, threads)
+        print(json.dumps({"method": method, "steps": 0}), file=sys.stdout)
+        return
+
+    method_cfg = method_config(cfg, domain, method)
+    seed_everything(seed, threads)  # the model's initialization is part of the seeded run
+    model = _build(method, spec, model_cfg, method_cfg)
+    summary = pretrain(model, data, dom["pretrain"], max_len, out, seed, device=pick_device(device), threads=threads,
+                       model_cfg=model_cfg, method_cfg=method_cfg)
+    print(json.dumps(summary), file=sys.stdout)

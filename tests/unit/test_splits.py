@@ -1,0 +1,187 @@
+"""Splits: DeepChem scaffold split (against an independent reference), chemprop balanced
+scaffold split, random, fixed, and the split files."""
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline_src.data import splits
+from pipeline_src.data.prepare import prepare_dataset
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MIRROR = FIXTURES / "mirror"
+REGISTRY = yaml.safe_load((FIXTURES / "datasets.yaml").read_text())["datasets"]
+CHEM_TASKS = ["esol", "freesolv", "lipo", "bbbp", "bace", "hiv"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("splits")
+    out = {}
+    for name in CHEM_TASKS + ["stability", "higgs"]:
+        raw = root / "raw" / name
+        raw.mkdir(parents=True)
+        for f in REGISTRY[name]["files"]:
+            shutil.copy(MIRROR / f["mirror_path"], raw / f["name"])
+        prepare_dataset(name, REGISTRY[name], raw, root / "processed" / name)
+        out[name] = root / "processed" / name
+    return out
+
+
+def table(path: Path) -> pd.DataFrame:
+    return pq.read_table(path / "table.parquet").to_pandas()
+
+
+def reference_deepchem(scaffolds: list[str], frac_train=0.8, frac_valid=0.1) -> list[str]:
+    """DeepChem ScaffoldSplitter, written from its definition:
+
+    1. group the row positions by scaffold (each group's positions ascending);
+    2. order the groups by size, largest first; between two groups of equal size, the one whose
+       smallest position is larger comes first (DeepChem sorts on (size, first position) and
+       reverses the whole order);
+    3. walk the groups; a group goes to train if train would then hold at most frac_train * n
+       rows, otherwise to valid if train + valid would then hold at most
+       (frac_train + frac_valid) * n rows, otherwise to test.
+    """
+    n = len(scaffolds)
+    members: dict[str, list[int]] = {}
+    for pos in range(n):
+        members.setdefault(scaffolds[pos], [])
+        members[scaffolds[pos]].append(pos)
+    groups = list(members.values())
+
+    def before(a: list[int], b: list[int]) -> int:
+        if len(a) != len(b):
+            return -1 if len(a) > len(b) else 1
+        return -1 if min(a) > min(b) else (1 if min(a) < min(b) else 0)
+
+    groups.sort(key=functools.cmp_to_key(before))
+    fold = [""] * n
+    n_train = n_valid = 0
+    for g in groups:
+        if n_train + len(g) <= frac_train * n:
+            where = "train"
+            n_train += len(g)
+        elif n_train + n_valid + len(g) <= (frac_train + frac_valid) * n:
+            where = "valid"
+            n_valid += len(g)
+        else:
+            where = "test"
+        for pos in g:
+            fold[pos] = where
+    return fold
+
+
+def assert_disjoint_scaffolds(scaffolds, folds):
+    seen: dict[str, str] = {}
+    for s, f in zip(scaffolds, folds):
+        assert seen.setdefault(s, f) == f, f"scaffold {s!r} in {seen[s]} and {f}"
+
+
+@pytest.mark.parametrize("name", CHEM_TASKS)
+def test_scaffold_split_matches_reference_and_properties(prepared, name):
+    t = table(prepared[name])
+    sp = splits.make_split(t, "scaffold", seed=0)
+    assert sp["id"].tolist() == t["id"].tolist()
+    assert sp["fold"].tolist() == reference_deepchem(t["scaffold"].tolist())
+    assert_disjoint_scaffolds(t["scaffold"], sp["fold"])
+    n = len(t)
+    counts = sp["fold"].value_counts()
+    assert counts["train"] <= 0.8 * n and counts["train"] + counts.get("valid", 0) <= 0.9 * n
+    assert counts["train"] >= 0.7 * n
+    # deterministic; the seed is ignored
+    assert splits.make_split(t, "scaffold", seed=7).equals(sp)
+
+
+def test_scaffold_split_tie_order_is_deepchems():
+    # groups: big (rows 0-3), a (4, 5), b (6, 7), c (8), d (9); n = 10, cutoffs 8 and 9
+    # DeepChem order: big, b, a, d, c  ->  d fits in valid, c goes to test
+    scaff = ["big"] * 4 + ["a", "a", "b", "b", "c", "d"]
+    fold = splits.make_split(pd.DataFrame({"id": [str(i) for i in range(10)], "scaffold": scaff}),
+                             "scaffold", 0)["fold"].tolist()
+    assert fold == ["train"] * 8 + ["test", "valid"]
+    assert splits.deepchem_scaffold_sets(scaff) == [[0, 1, 2, 3], [6, 7], [4, 5], [9], [8]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 15), min_size=1, max_size=120),
+       st.sampled_from([(0.8, 0.1, 0.1), (0.7, 0.2, 0.1), (0.5, 0.25, 0.25)]))
+def test_scaffold_split_random_inputs(ints, fractions):
+    scaff = [f"s{i}" for i in ints]
+    idx = splits.scaffold_split_indices(scaff, fractions)
+    folds = [splits.FOLDS[i] for i in idx]
+    assert folds == reference_deepchem(scaff, fractions[0], fractions[1])
+    assert_disjoint_scaffolds(scaff, folds)
+
+
+def test_balanced_scaffold_split_seeds(prepared):
+    t = table(prepared["hiv"])
+    a = splits.make_split(t, "scaffold_balanced", seed=0)
+    b = splits.make_split(t, "scaffold_balanced", seed=1)
+    assert not a["fold"].equals(b["fold"])
+    assert splits.make_split(t, "scaffold_balanced", seed=0).equals(a)
+    n = len(t)
+    for sp in (a, b):
+        assert_disjoint_scaffolds(t["scaffold"], sp["fold"])
+        c = sp["fold"].value_counts()
+        assert c["train"] <= 0.8 * n and c.get("valid", 0) <= 0.1 * n
+        assert set(sp["fold"]) == {"train", "valid", "test"}
+
+
+def test_balanced_scaffold_split_big_sets_first():
+    # one scaffold with 30 of 100 rows is bigger than half the valid/test size: it goes first,
+    # so it always lands in train whatever the seed
+    scaff = ["big"] * 30 + [f"s{i}" for i in range(70)]
+    df = pd.DataFrame({"id": [str(i) for i in range(100)], "scaffold": scaff})
+    for seed in range(5):
+        sp = splits.make_split(df, "scaffold_balanced", seed)
+        assert (sp["fold"][:30] == "train").all()
+        assert sp["fold"].value_counts().to_dict() == {"train": 80, "valid": 10, "test": 10}
+
+
+def test_random_split(prepared):
+    t = table(prepared["esol"])
+    a = splits.make_split(t, "random", 0)
+    assert a.equals(splits.make_split(t, "random", 0))
+    assert not a.equals(splits.make_split(t, "random", 1))
+    n = len(t)
+    c = a["fold"].value_counts()
+    assert c["train"] == int(0.8 * n) and c["valid"] == int(0.9 * n) - int(0.8 * n)
+
+
+def test_fixed_split_uses_fold_column(prepared):
+    for name in ("stability", "higgs"):
+        t = table(prepared[name])
+        sp = splits.make_split(t, "fixed", 0)
+        assert sp["fold"].tolist() == t["fold"].tolist()
+    with pytest.raises(splits.SplitError, match="fold"):
+        splits.make_split(table(prepared["esol"]), "fixed", 0)
+    with pytest.raises(splits.SplitError, match="scaffold"):
+        splits.make_split(table(prepared["stability"]), "scaffold", 0)
+
+
+def test_split_names_and_write_split(prepared, tmp_path):
+    assert splits.split_name("scaffold") == "scaffold"
+    assert splits.split_name("fixed", 3) == "fixed"
+    assert splits.split_name("scaffold_balanced", 2) == "scaffold_balanced_seed2"
+    assert splits.split_name("random", 0) == "random_seed0"
+    with pytest.raises(splits.SplitError):
+        splits.split_name("bogus", 0)
+    d = prepared["bbbp"]
+    out = tmp_path / "splits" / "scaffold_balanced_seed1.parquet"
+    splits.write_split(d, "scaffold_balanced", 1, out)
+    got = pq.read_table(out)
+    assert got.column_names == ["id", "fold"]
+    assert got.to_pandas().equals(splits.make_split(table(d), "scaffold_balanced", 1))
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left
+    splits.write_split(prepared["higgs"], "fixed", 0, tmp_path / "splits" / "fixed.parquet")
+    assert pq.read_table(tmp_path / "splits" / "fixed.parquet").num_rows == len(table(prepared["higgs"]))
