@@ -1,0 +1,112 @@
+"""The contract every pretraining method follows, and the shared masked-autoencoder machinery.
+
+Randomness: every draw comes from the ``generator`` passed to ``forward`` (None = the global
+RNG). Draws indexed by input position go through :meth:`Method.position_noise`, always one
+``[B, N]`` uniform tensor per use, so that permuting token order permutes them the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..data.batch import Batch, InputSpec
+from ..models.decoders import UpsampleDecoder, gather_tokens, reconstruction_loss
+from ..models.encoders import Encoding, build_encoder
+from .masking import num_masked, random_mask
+
+
+@dataclass
+class MethodOutput:
+    loss: Tensor                                   # scalar, differentiable
+    stats: dict[str, float] = field(default_factory=dict)  # at least "mask_ratio"
+
+
+def masked_index(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Positions where mask is True, moved to the front in position order.
+
+    mask: [B, N] bool -> (idx [B, M] long, pad [B, M] bool) with M the largest count in the batch.
+    """
+    count = mask.sum(1)                                              # [B]
+    m = max(int(count.max()), 1)
+    idx = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :m]
+    pad = torch.arange(m, device=mask.device) >= count[:, None]
+    return idx, pad
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``name``, ``domain_agnostic`` and ``defaults`` (config keys)."""
+
+    name: ClassVar[str] = ""
+    domain_agnostic: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: dict[str, Any]) -> None:
+        super().__init__()
+        unknown = set(method_cfg) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown config keys {sorted(unknown)}; "
+                             f"expected a subset of {sorted(self.defaults)}")
+        self.spec, self.model_cfg = spec, dict(model_cfg)
+        self.cfg = {**self.defaults, **method_cfg}
+        self.encoder = build_encoder(spec, model_cfg)
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
+        raise NotImplementedError
+
+    # --- randomness -------------------------------------------------------------------------
+    def position_noise(self, batch_size: int, n: int, generator: torch.Generator | None,
+                       device: torch.device) -> Tensor:
+        """Uniform [B, N] noise indexed by input position (mask noise, query choice)."""
+        return torch.rand(batch_size, n, generator=generator, device=device)
+
+    @staticmethod
+    def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """Uniform draws not tied to a position (ratios, latent-query choice, warm-up coins)."""
+        return torch.rand(shape, generator=generator, device=device)
+
+
+class MaskedAutoencoder(Method):
+    """Mask -> encode the visible tokens -> upsample (SMA eq. 6) -> loss on masked tokens only.
+
+    Subclasses implement :meth:`make_mask`; the ratio per sample comes from :meth:`sample_ratio`.
+    """
+
+    def __init__(self, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: dict[str, Any]) -> None:
+        super().__init__(spec, model_cfg, method_cfg)
+        dim = int(model_cfg["dim"])
+        self.decoder = UpsampleDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
+                                       int(model_cfg.get("decoder_heads", model_cfg["heads"])),
+                                       float(model_cfg.get("mlp_ratio", 4)))
+
+    def sample_ratio(self, batch_size: int, generator: torch.Generator | None,
+                     device: torch.device) -> Tensor:
+        return torch.full((batch_size,), float(self.cfg["mask_ratio"]), device=device, dtype=torch.float64)
+
+    def make_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
+                  step: int) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
+        b, n = batch.padding_mask.shape
+        x_emb = self.encoder.embed(batch)                             # [B, N, D]
+        ratio = self.sample_ratio(b, generator, x_emb.device)         # [B]
+        mask, stats = self.make_mask(batch, x_emb, ratio, generator, step)
+        enc = self.encoder.encode_embedded(x_emb, batch.padding_mask, mask)
+        loss = self.reconstruct(batch, enc, mask)
+        n_valid = batch.n_valid.sum().clamp(min=1)
+        stats = {"mask_ratio": float(mask.sum() / n_valid), **stats}
+        return MethodOutput(loss, stats)
+
+    def reconstruct(self, batch: Batch, enc: Encoding, mask: Tensor) -> Tensor:
+        idx, pad = masked_index(mask)                                 # [B, M]
+        pos = self.encoder.embedding.pos[idx]                         # [B, M, D]
+        pred = self.decoder(pos, enc.h, enc.padding_mask, pad)        # [B, M, out]
+        return reconstruction_loss(pred, gather_tokens(batch.x, idx), ~pad, self.spec.kind)
+
+    def random_mask(self, batch: Batch, ratio: Tensor, generator: torch.Generator | None) -> Tensor:
+        b, n = batch.padding_mask.shape
+        noise = self.position_noise(b, n, generator, batch.padding_mask.device)
+        return random_mask(noise, batch.padding_mask, num_masked(batch.n_valid, ratio))

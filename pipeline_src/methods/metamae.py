@@ -1,0 +1,97 @@
+"""``metamae``: Meta-learned MAE (Jang et al., NeurIPS 2023, §2.2, Algorithm 1).
+
+Per step: random mask (support S = visible tokens, query Q = masked tokens); amortized latent
+Z = f(S); one gradient step on Z (second order, ``create_graph=True``) on the reconstruction of
+S plus the Nearby-S tokens N(S; r_s) ⊂ Q, |N| = round(r_s |Q|); the query loss with the adapted
+Z* (eq. 2); plus lambda * the task-contrastive NT-Xent between projected pooled Z and Z* (eq. 3-5).
+
+"Nearby" without a domain prior: the paper picks the query tokens near the support tokens. Here
+nearness is measured in the model's own learned positional-embedding space (cosine similarity of
+P rows, a soft maximum over the sample's visible positions), which needs no notion of adjacency
+in index order and permutes with the tokens, so the method stays domain-agnostic (SMA eq. 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..data.batch import Batch, InputSpec
+from ..models.decoders import TransformerDecoder, gather_tokens, per_sample_loss, reconstruction_loss
+from .base import Method, MethodOutput, masked_index
+from .masking import num_masked, random_mask, rank_mask
+from .registry import register
+
+
+def nt_xent(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """Symmetric NT-Xent: (a_i, b_i) positives, every other of the 2B vectors a negative. a, b: [B, d]."""
+    z = F.normalize(torch.cat([a, b]), dim=-1)                        # [2B, d]
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device), float("-inf"))
+    n = a.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+@torch.no_grad()
+def nearby_mask(pos: Tensor, visible: Tensor, candidates: Tensor, count: Tensor, sharpness: float = 10.0) -> Tensor:
+    """The ``count[b]`` candidate positions closest to the visible set in positional-embedding space.
+
+    pos: [N, D] positional table; visible, candidates: [B, N] bool; count: [B] -> bool [B, N].
+    Closeness of j = log sum_{i visible} exp(sharpness * cos(P_i, P_j)), a soft max over i.
+    """
+    p = F.normalize(pos, dim=-1)
+    kernel = torch.exp(sharpness * (p @ p.t() - 1.0))                # [N, N] in (0, 1]
+    score = torch.log(visible.to(kernel.dtype) @ kernel + 1e-30)     # [B, N]
+    return rank_mask(score, ~candidates, count, largest=True)
+
+
+@register("metamae")
+class MetaMAE(Method):
+    defaults = {"mask_ratio": 0.5, "support_ratio": 0.1, "inner_lr": 0.1, "contrastive_weight": 0.1,
+                "temperature": 0.5, "decoder_depth": 2, "first_order": False}
+
+    def __init__(self, spec: InputSpec, model_cfg: dict, method_cfg: dict) -> None:
+        super().__init__(spec, model_cfg, method_cfg)
+        dim = int(model_cfg["dim"])
+        self.decoder = TransformerDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
+                                          int(model_cfg.get("decoder_heads", model_cfg["heads"])),
+                                          int(self.cfg["decoder_depth"]))
+        hidden = 4 * dim  # Table 7: Linear(256, 1028), BatchNorm1d, Linear(1028, 128)
+        self.projector = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                       nn.Linear(hidden, max(dim // 2, 1)))
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
+        pad, kind = batch.padding_mask, self.spec.kind
+        b, n = pad.shape
+        n_valid = batch.n_valid
+        noise = self.position_noise(b, n, generator, pad.device)
+        mask = random_mask(noise, pad, num_masked(n_valid, float(self.cfg["mask_ratio"])))  # Q
+        visible = ~pad & ~mask                                                              # S
+        n_near = torch.floor(mask.sum(1).double() * float(self.cfg["support_ratio"]) + 0.5).long()
+        near = nearby_mask(self.encoder.embedding.pos[:n].detach(), visible, mask, n_near)  # N(S; r)
+
+        enc = self.encoder.encode(batch, mask)
+        z, z_pad = enc.h, enc.padding_mask                                                  # [B, L, D]
+        idx, q_pad = masked_index(~pad)                                                     # all valid positions
+        pos = self.encoder.embedding.pos[idx]                                               # [B, Nv, D]
+        target = gather_tokens(batch.x, idx)
+
+        def at(m: Tensor) -> Tensor:                                                        # [B, N] -> [B, Nv]
+            return gather_tokens(m, idx) & ~q_pad
+
+        # inner step on the latent: reconstruct S ∪ N(S; r). The decoder runs on the math SDPA
+        # kernel, the one whose backward is itself differentiable (second order).
+        with sdpa_kernel(SDPBackend.MATH):
+            support_loss = per_sample_loss(self.decoder(pos, z, z_pad, q_pad), target, at(visible | near), kind)
+            (grad,) = torch.autograd.grad(support_loss.sum(), z, create_graph=not self.cfg["first_order"])
+            z_star = z - float(self.cfg["inner_lr"]) * grad
+            query_loss = reconstruction_loss(self.decoder(pos, z_star, z_pad, q_pad), target, at(mask), kind)
+        con = nt_xent(self.projector(self.encoder.pool(z, z_pad)),
+                      self.projector(self.encoder.pool(z_star, z_pad)), float(self.cfg["temperature"]))
+        loss = query_loss + float(self.cfg["contrastive_weight"]) * con
+        stats = {"mask_ratio": float(mask.sum() / n_valid.sum().clamp(min=1)),
+                 "support_loss": float(support_loss.detach().mean()),
+                 "query_loss": float(query_loss.detach()), "contrastive": float(con.detach())}
+        return MethodOutput(loss, stats)

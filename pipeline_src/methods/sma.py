@@ -1,0 +1,117 @@
+"""``sma``: Self-Guided Masked Autoencoders (Xie et al., ICLR 2024, §4).
+
+Mask selection (eq. 3-5), vectorized over the batch and padding-aware:
+
+1. choose a random subset R of about round(n_valid * r / num_per_query) first-layer queries per
+   sample (valid positions for self-attention, latents for the Perceiver): the queries with the
+   smallest ``query_noise``;
+2. softmax the logits of those rows only, per head, over the valid keys; sum over heads and
+   over the chosen rows -> one score per key;
+3. mask the top round(n_valid * r) valid keys (per-sample k: one sort + rank comparison).
+
+The masked keys then get -inf before the first layer's softmax and are dropped after it, so no
+information flows from them (the encoder's ``encode_embedded(..., mask)``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..data.batch import Batch
+from .base import MaskedAutoencoder
+from .masking import num_masked, rank_mask
+from .registry import register
+
+
+def num_queries(n_valid: Tensor, ratio: float | Tensor, num_per_query: float, n_available: Tensor) -> Tensor:
+    """round(n_valid * ratio / num_per_query) (half up), in [1, n_available]. -> [B] long."""
+    r = torch.as_tensor(ratio, dtype=torch.float64, device=n_valid.device)
+    m = torch.floor(n_valid.to(torch.float64) * r / float(num_per_query) + 0.5).long().clamp(min=1)
+    return torch.minimum(m, n_available)
+
+
+def choose_queries(query_noise: Tensor, query_padding_mask: Tensor | None, m: Tensor) -> tuple[Tensor, Tensor]:
+    """The m[b] valid queries with the smallest noise. query_noise: [B, Q] -> (idx [B, M], valid [B, M])."""
+    noise = query_noise if query_padding_mask is None else query_noise.masked_fill(query_padding_mask, float("inf"))
+    order = torch.argsort(noise, dim=1, stable=True)
+    big_m = max(int(m.max()), 1)
+    valid = torch.arange(big_m, device=m.device) < m[:, None]
+    return order[:, :big_m], valid
+
+
+@torch.no_grad()
+def mask_from_logits(logits: Tensor, query_valid: Tensor, key_padding_mask: Tensor, k: Tensor) -> Tensor:
+    """logits: [B, H, M, N] rows of the chosen queries (overwritten: pass a tensor you own);
+    query_valid: [B, M]; k: [B] -> bool [B, N]."""
+    b, h, m, n = logits.shape
+    logits = logits.masked_fill_(key_padding_mask[:, None, None, :], float("-inf"))
+    attn = torch.softmax(logits, dim=-1, out=logits)                  # per head, over valid keys
+    w = query_valid.to(attn.dtype)[:, None, :].expand(b, h, m).reshape(b, 1, h * m)
+    score = torch.bmm(w, attn.view(b, h * m, n)).squeeze(1)           # [B, N] sum over heads, rows
+    return rank_mask(score, key_padding_mask, k, largest=True)
+
+
+def gather_rows(logits: Tensor, idx: Tensor) -> Tensor:
+    """logits: [B, H, Q, N], idx: [B, M] -> a new contiguous [B, H, M, N] (rows idx of every head)."""
+    b, h, q, n = logits.shape
+    base = (torch.arange(b, device=idx.device)[:, None] * h + torch.arange(h, device=idx.device)) * q
+    rows = (base[:, :, None] + idx[:, None, :]).reshape(-1)            # [B*H*M] flat row ids
+    return logits.reshape(b * h * q, n).index_select(0, rows).view(b, h, idx.shape[1], n)
+
+
+@torch.no_grad()
+def select_mask(attn_logits: Tensor, key_padding_mask: Tensor, ratio: float | Tensor, num_per_query: float,
+                generator: torch.Generator | None = None, *, query_padding_mask: Tensor | None = None,
+                query_noise: Tensor | None = None) -> Tensor:
+    """SMA masks from first-layer attention logits (eq. 5's AttentionMask).
+
+    attn_logits: [B, H, Q, N]; key_padding_mask: [B, N] (True = pad); ratio: float or [B];
+    query_padding_mask: [B, Q], pass ``key_padding_mask`` for self-attention (None = all queries
+    valid, the Perceiver case); query_noise: [B, Q] uniform, drawn from ``generator`` when None.
+    Returns bool [B, N], True = masked; exactly ``num_masked(n_valid, ratio)`` per sample.
+    """
+    b, _, q, _ = attn_logits.shape
+    if query_noise is None:
+        query_noise = torch.rand(b, q, generator=generator, device=attn_logits.device)
+    n_valid = (~key_padding_mask).sum(1)
+    n_avail = (torch.full_like(n_valid, q) if query_padding_mask is None
+               else (~query_padding_mask).sum(1))
+    idx, valid = choose_queries(query_noise, query_padding_mask, num_queries(n_valid, ratio, num_per_query, n_avail))
+    rows = gather_rows(attn_logits, idx)                               # [B, H, M, N], a copy
+    return mask_from_logits(rows, valid, key_padding_mask, num_masked(n_valid, ratio))
+
+
+@register("sma")
+class SMA(MaskedAutoencoder):
+    defaults = {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 0}
+
+    @torch.no_grad()
+    def guided_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Same result as ``select_mask`` on the full first-layer logits, but only the chosen
+        queries' logits are computed."""
+        enc, pad = self.encoder, batch.padding_mask
+        b, n = pad.shape
+        n_valid = (~pad).sum(1)
+        if enc.self_attention:                                        # queries are positions
+            noise, qpad, n_avail = self.position_noise(b, n, generator, pad.device), pad, n_valid
+        else:                                                         # queries are latents
+            big_l = enc.num_queries(n)
+            noise, qpad = self.uniform((b, big_l), generator, pad.device), None
+            n_avail = torch.full_like(n_valid, big_l)
+        m = num_queries(n_valid, ratio, float(self.cfg["num_per_query"]), n_avail)
+        idx, valid = choose_queries(noise, qpad, m)                   # [B, M]
+        logits = enc.first_layer_logits(x_emb.detach(), pad, idx)     # [B, H, M, N]
+        return mask_from_logits(logits, valid, pad, num_masked(n_valid, ratio))
+
+    def make_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
+                  step: int) -> tuple[Tensor, dict[str, float]]:
+        mask = self.guided_mask(batch, x_emb, ratio, generator)
+        warmup = int(self.cfg.get("warmup_steps", 0) or 0)
+        if step >= warmup:
+            return mask, {"guided_fraction": 1.0}
+        # warm-up: each sample uses the guided mask with probability step / warmup_steps
+        b = mask.shape[0]
+        use_guided = self.uniform((b,), generator, mask.device) < step / warmup
+        mask = torch.where(use_guided[:, None], mask, self.random_mask(batch, ratio, generator))
+        return mask, {"guided_fraction": float(use_guided.float().mean())}
+

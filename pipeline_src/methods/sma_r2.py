@@ -1,0 +1,19 @@
+"""``sma_r2``: SMA's guided masks at a per-sample ratio drawn as in R2MAE (a new combination)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .r2mae import uniform_ratio
+from .registry import register
+from .sma import SMA
+
+
+@register("sma_r2")
+class SMAR2(SMA):
+    defaults = {"ratio_min": 0.15, "ratio_max": 0.6, "num_per_query": 4, "warmup_steps": 0}
+
+    def sample_ratio(self, batch_size: int, generator: torch.Generator | None,
+                     device: torch.device) -> Tensor:
+        u = self.uniform((batch_size,), generator, device)
+        return uniform_ratio(u, float(self.cfg["ratio_min"]), float(self.cfg["ratio_max"]))

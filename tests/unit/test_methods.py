@@ -1,0 +1,264 @@
+"""Pretraining methods: registry, mask counts, determinism, MetaMAE second order, the
+domain-agnostic property (SMA eq. 1) and that a few hundred steps lower every loss."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from pipeline_src.data.batch import Batch, InputSpec
+from pipeline_src.methods import REGISTRY, MaskedAutoencoder, Method, MethodOutput, build_method, select_mask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: intra-op threads only add overhead (and stall when the cores are shared)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+N = 24
+MODEL = {"arch": "transformer", "dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2, "max_len": N,
+         "num_latents": 8, "decoder_dim": 32, "decoder_heads": 4}
+METHOD_CFG = {
+    "random": {"mask_ratio": 0.3},
+    "sma": {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 0},
+    "r2mae": {"ratio_min": 0.15, "ratio_max": 0.6},
+    "metamae": {"mask_ratio": 0.5, "support_ratio": 0.2, "inner_lr": 0.1, "contrastive_weight": 0.1,
+                "temperature": 0.5, "decoder_depth": 2},
+    "span": {"mask_ratio": 0.3, "mean_span": 3},
+    "sma_r2": {"ratio_min": 0.15, "ratio_max": 0.6, "num_per_query": 4},
+}
+TRAINABLE = sorted(METHOD_CFG)
+FRAGMENTS = ["C", "CC", "c1ccccc1", "O", "N", "C(=O)", "Cl", "CCO", "C#N", "[nH]", "S(=O)(=O)", "F"]
+
+
+def smiles_like(count: int, seed: int) -> list[str]:
+    """Small structured corpus: SMILES-shaped strings glued from a few fragments."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        parts = [FRAGMENTS[int(i)] for i in torch.randint(0, len(FRAGMENTS), (6,), generator=g)]
+        out.append("".join(parts)[:N])
+    return out
+
+
+def encode_strings(strings: list[str]) -> Batch:
+    x = torch.zeros(len(strings), N, dtype=torch.long)
+    for i, s in enumerate(strings):
+        ids = [b + 1 for b in s.encode("utf-8")][:N]
+        x[i, : len(ids)] = torch.tensor(ids)
+    return Batch(x, x == 0)
+
+
+def continuous_batch(b: int, seed: int, n: int = 12) -> Batch:
+    """HIGGS-like: correlated features, one token each."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, 3, generator=g)
+    mix = torch.linspace(-1, 1, n * 3).reshape(3, n)
+    x = (z @ mix + 0.1 * torch.randn(b, n, generator=g)).unsqueeze(-1)
+    return Batch(x, torch.zeros(b, n, dtype=torch.bool))
+
+
+def spec() -> InputSpec:
+    return InputSpec("discrete", N)
+
+
+def build(name: str, **model_over: object) -> Method:
+    return build_method(name, spec(), {**MODEL, **model_over}, METHOD_CFG.get(name, {}))
+
+
+# --- registry and contract ------------------------------------------------------------------
+
+def test_registry_and_build_errors() -> None:
+    assert set(REGISTRY) == {"none", "random", "sma", "r2mae", "metamae", "span", "sma_r2"}
+    with pytest.raises(ValueError, match="unknown method"):
+        build_method("nope", spec(), MODEL, {})
+    with pytest.raises(ValueError, match="unknown config keys"):
+        build_method("random", spec(), MODEL, {"mask_rate": 0.3})
+    assert [n for n, c in REGISTRY.items() if not c.domain_agnostic] == ["span"]
+
+
+def test_none_has_fresh_encoder_and_no_step() -> None:
+    m = build_method("none", spec(), MODEL, {})
+    batch = encode_strings(smiles_like(4, 0))
+    h, pad = m.encoder.encode(batch)
+    assert m.encoder.pool(h, pad).shape == (4, 32)
+    with pytest.raises(RuntimeError):
+        m(batch)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_forward_contract_and_determinism(name: str) -> None:
+    torch.manual_seed(0)
+    m = build(name)
+    batch = encode_strings(smiles_like(8, 1))
+    a = m(batch, torch.Generator().manual_seed(5))
+    b = m(batch, torch.Generator().manual_seed(5))
+    c = m(batch, torch.Generator().manual_seed(6))
+    assert isinstance(a, MethodOutput) and a.loss.dim() == 0 and "mask_ratio" in a.stats
+    assert a.loss.item() == b.loss.item() and a.stats == b.stats
+    assert a.loss.item() != c.loss.item()
+
+
+# --- mask counts ----------------------------------------------------------------------------
+
+def _expected(n: int, r: float) -> int:
+    return min(max(math.floor(n * r + 0.5), 1), n - 1)
+
+
+@pytest.mark.parametrize("name,arch", [("random", "transformer"), ("sma", "transformer"), ("sma", "perceiver"),
+                                       ("r2mae", "transformer"), ("span", "transformer"),
+                                       ("sma_r2", "transformer"), ("sma_r2", "perceiver")])
+def test_exact_mask_count_never_padding(name: str, arch: str) -> None:
+    m = build(name, arch=arch)
+    assert isinstance(m, MaskedAutoencoder)
+    g = torch.Generator().manual_seed(0)
+    for seed in range(3):
+        batch = encode_strings(smiles_like(16, seed))
+        ratio = m.sample_ratio(16, g, torch.device("cpu"))
+        mask, _ = m.make_mask(batch, m.encoder.embed(batch), ratio, g, step=10)
+        assert not (mask & batch.padding_mask).any()
+        want = [_expected(int(n), float(r)) for n, r in zip(batch.n_valid, ratio)]
+        assert mask.sum(1).tolist() == want
+
+
+@pytest.mark.parametrize("arch", ["transformer", "perceiver"])
+def test_sma_guided_mask_equals_select_mask_on_full_logits(arch: str) -> None:
+    m = build("sma", arch=arch)
+    batch = encode_strings(smiles_like(16, 3))
+    x_emb = m.encoder.embed(batch)
+    ratio = m.sample_ratio(16, None, torch.device("cpu"))
+    fast = m.guided_mask(batch, x_emb, ratio, torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        full = m.encoder.first_layer_logits(x_emb, batch.padding_mask)   # [B, H, Q, N]
+    qpm = batch.padding_mask if arch == "transformer" else None
+    slow = select_mask(full, batch.padding_mask, 0.3, 4, torch.Generator().manual_seed(9), query_padding_mask=qpm)
+    assert torch.equal(fast, slow)
+
+
+def test_sma_warmup_mixes_random_and_guided() -> None:
+    m = build_method("sma", spec(), MODEL, {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 100})
+    batch = encode_strings(smiles_like(64, 0))
+    g = torch.Generator().manual_seed(0)
+    assert m(batch, g, step=0).stats["guided_fraction"] == 0.0
+    assert 0.2 < m(batch, g, step=50).stats["guided_fraction"] < 0.8
+    assert m(batch, g, step=100).stats["guided_fraction"] == 1.0
+
+
+def test_r2mae_ratios_cover_range() -> None:
+    m = build("r2mae")
+    r = m.sample_ratio(20000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert r.min() >= 0.15 and r.max() <= 0.6
+    assert r.min() < 0.152 and r.max() > 0.598
+    hist = torch.histc(r.float(), bins=9, min=0.15, max=0.6)
+    assert (hist > 20000 / 9 * 0.85).all()                               # roughly uniform
+    batch = encode_strings(["C" * N] * 256)                              # n_valid = 24
+    ratio = m.sample_ratio(256, None, torch.device("cpu"))
+    mask, _ = m.make_mask(batch, m.encoder.embed(batch), ratio, None, 0)
+    counts = set(mask.sum(1).tolist())
+    assert min(counts) == _expected(N, 0.15) and max(counts) == _expected(N, 0.6)
+
+
+# --- MetaMAE is second order ----------------------------------------------------------------
+
+def test_metamae_inner_step_is_second_order() -> None:
+    batch = encode_strings(smiles_like(8, 2))
+    grads = []
+    for first_order in (False, True):
+        torch.manual_seed(0)
+        m = build_method("metamae", spec(), MODEL, {**METHOD_CFG["metamae"], "first_order": first_order,
+                                                       "inner_lr": 1.0})
+        out = m(batch, torch.Generator().manual_seed(1))
+        out.loss.backward()
+        grads.append((out.loss.detach(), torch.cat([p.grad.flatten() for p in m.encoder.parameters()])))
+    (l2, g2), (l1, g1) = grads
+    assert torch.equal(l2, l1)                                            # same forward
+    assert not torch.allclose(g2, g1, rtol=1e-3, atol=1e-7)               # different outer gradient
+    assert (g2 - g1).norm() > 1e-4 * g1.norm()
+
+
+# --- domain-agnostic: SMA eq. 1 -------------------------------------------------------------
+
+def _trajectory(name: str, arch: str, batches: list[Batch], perm: torch.Tensor | None) -> list[float]:
+    torch.manual_seed(0)
+    m = build(name, arch=arch)
+    if perm is not None:
+        with torch.no_grad():
+            m.encoder.embedding.pos.copy_(m.encoder.embedding.pos[perm])
+        draw = m.position_noise
+        m.position_noise = lambda b, n, g, d: draw(b, n, g, d)[:, perm]  # type: ignore[method-assign]
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for step, batch in enumerate(batches):
+        if perm is not None:
+            batch = Batch(batch.x[:, perm], batch.padding_mask[:, perm])
+        out = m(batch, g, step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    return losses
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+CASES = [(n, "transformer") for n in TRAINABLE] + [("sma", "perceiver"), ("metamae", "perceiver")]
+
+
+@pytest.mark.parametrize("name,arch", CASES)
+def test_domain_agnostic_permutation(name: str, arch: str, float64: None) -> None:
+    batches = [encode_strings(smiles_like(12, s)) for s in range(4)]
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(42))
+    base = _trajectory(name, arch, batches, None)
+    permuted = _trajectory(name, arch, batches, perm)
+    same = torch.allclose(torch.tensor(base), torch.tensor(permuted), rtol=1e-9, atol=1e-10)
+    assert same == REGISTRY[name].domain_agnostic, (name, base, permuted)
+
+
+# --- training lowers the loss ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name,arch", [(n, "transformer") for n in TRAINABLE] + [("sma", "perceiver")])
+def test_training_lowers_loss(name: str, arch: str) -> None:
+    torch.manual_seed(0)
+    m = build(name, arch=arch)
+    corpus = encode_strings(smiles_like(256, 11))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(150):
+        idx = torch.randint(0, 256, (32,), generator=g)
+        out = m(Batch(corpus.x[idx], corpus.padding_mask[idx]), g, step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-20:]) / 20
+    assert last < 0.6 * first, (name, first, last)
+
+
+@pytest.mark.parametrize("name", ["sma", "random", "metamae"])
+def test_training_lowers_loss_continuous(name: str) -> None:
+    torch.manual_seed(0)
+    m = build_method(name, InputSpec("continuous", 12), {**MODEL, "max_len": 12}, METHOD_CFG[name])
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(120):
+        out = m(continuous_batch(32, step), g, step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:5]) / 5

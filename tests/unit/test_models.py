@@ -1,0 +1,132 @@
+"""Encoders and decoders: shapes, the first-layer hook, and no information flow from masked tokens."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from pipeline_src.data.batch import Batch, InputSpec
+from pipeline_src.models import PerceiverEncoder, TransformerEncoder, build_encoder
+from pipeline_src.models.decoders import TransformerDecoder, UpsampleDecoder
+from pipeline_src.methods.masking import num_masked, random_mask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: intra-op threads only add overhead (and stall when the cores are shared)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+N = 24
+CFG = {"dim": 32, "depth": 3, "heads": 4, "mlp_ratio": 2, "max_len": N, "num_latents": 8,
+       "decoder_dim": 16, "decoder_heads": 2}
+
+
+def _batch(kind: str, b: int = 5, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, N + 1, (b,), generator=g)
+    pad = torch.arange(N)[None, :] >= lengths[:, None]
+    if kind == "discrete":
+        x = torch.randint(1, 257, (b, N), generator=g).masked_fill(pad, 0)
+    else:
+        x = torch.randn(b, N, 1, generator=g).masked_fill(pad[..., None], 0.0)
+    return Batch(x, pad)
+
+
+def _spec(kind: str) -> InputSpec:
+    return InputSpec(kind, N)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "perceiver"])
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_encode_shapes_and_pool(arch: str, kind: str) -> None:
+    enc = build_encoder(_spec(kind), {**CFG, "arch": arch}).eval()
+    batch = _batch(kind)
+    h, pad = enc.encode(batch)
+    want_len = N if arch == "transformer" else CFG["num_latents"]
+    assert h.shape == (5, want_len, CFG["dim"])
+    assert enc.pool(h, pad).shape == (5, CFG["dim"])
+    logits = enc.first_layer_logits(enc.embed(batch), batch.padding_mask)
+    assert logits.shape == (5, CFG["heads"], enc.num_queries(N), N)
+    assert torch.isinf(logits.masked_select(batch.padding_mask[:, None, None, :])).all()
+
+
+def test_build_encoder_rejects_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="arch"):
+        build_encoder(_spec("discrete"), {**CFG, "arch": "rnn"})
+    assert isinstance(build_encoder(_spec("discrete"), {**CFG, "arch": "perceiver"}), PerceiverEncoder)
+
+
+def _mask(batch: Batch, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    k = num_masked(batch.n_valid, 0.4)
+    return random_mask(torch.rand(batch.padding_mask.shape, generator=g), batch.padding_mask, k)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "perceiver"])
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_no_information_flow_from_masked_tokens(arch: str, kind: str) -> None:
+    enc = build_encoder(_spec(kind), {**CFG, "arch": arch})
+    batch = _batch(kind)
+    mask = _mask(batch)
+    hidden = mask | batch.padding_mask
+    g = torch.Generator().manual_seed(7)
+    if kind == "discrete":
+        other = torch.randint(1, 257, batch.x.shape, generator=g)
+        x2 = torch.where(hidden, other, batch.x)
+    else:
+        x2 = torch.where(hidden[..., None], 100 * torch.randn(batch.x.shape, generator=g), batch.x)
+    assert not torch.equal(x2, batch.x)
+    h1, _ = enc.encode(batch, mask)
+    h2, _ = enc.encode(Batch(x2, batch.padding_mask), mask)
+    torch.testing.assert_close(h1, h2, rtol=0, atol=1e-6)
+    # and the gradient w.r.t. hidden token embeddings is exactly zero
+    x_emb = enc.embed(batch).detach().requires_grad_(True)
+    enc.encode_embedded(x_emb, batch.padding_mask, mask).h.sum().backward()
+    assert x_emb.grad[hidden].abs().max() == 0
+    assert x_emb.grad[~hidden].abs().max() > 0
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_early_drop_equals_eq5_masked_first_layer(kind: str) -> None:
+    torch.manual_seed(0)
+    fast = TransformerEncoder(_spec(kind), 32, 3, 4, 2, early_drop=True)
+    slow = TransformerEncoder(_spec(kind), 32, 3, 4, 2, early_drop=False)
+    slow.load_state_dict(fast.state_dict())
+    batch = _batch(kind)
+    mask = _mask(batch)
+    a, pa = fast.encode(batch, mask)
+    b, pb = slow.encode(batch, mask)
+    assert torch.equal(pa, pb)
+    torch.testing.assert_close(a[~pa], b[~pb], rtol=1e-5, atol=1e-5)  # real (visible) rows
+    assert (~pa).sum(1).tolist() == (~(mask | batch.padding_mask)).sum(1).tolist()
+
+
+def test_first_layer_logits_rows_match_full() -> None:
+    for arch in ["transformer", "perceiver"]:
+        enc = build_encoder(_spec("discrete"), {**CFG, "arch": arch})
+        batch = _batch("discrete")
+        x_emb = enc.embed(batch)
+        full = enc.first_layer_logits(x_emb, batch.padding_mask)
+        idx = torch.tensor([[0, 3], [1, 2], [2, 0], [3, 1], [0, 0]])
+        rows = enc.first_layer_logits(x_emb, batch.padding_mask, idx)
+        want = torch.gather(full, 2, idx[:, None, :, None].expand(-1, full.shape[1], -1, N))
+        torch.testing.assert_close(rows, want)
+
+
+@pytest.mark.parametrize("decoder_cls", [UpsampleDecoder, TransformerDecoder])
+def test_decoders_shapes(decoder_cls: type) -> None:
+    spec = _spec("discrete")
+    kwargs = {"depth": 2} if decoder_cls is TransformerDecoder else {}
+    dec = decoder_cls(spec, 32, 16, 2, **kwargs)
+    pos = torch.randn(3, 7, 32)
+    h = torch.randn(3, 5, 32)
+    h_pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] + [True] * 4])
+    out = dec(pos, h, h_pad, torch.zeros(3, 7, dtype=torch.bool))
+    assert out.shape == (3, 7, 257)
+    cont = decoder_cls(InputSpec("continuous", N, d_raw=3), 32, 16, 2, **kwargs)
+    assert cont(pos, h, None).shape == (3, 7, 3)
