@@ -9,14 +9,21 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
-        DATA_TARGETS,
+        EVAL_TARGETS,
 
 
 rule data:
     input:
         DATA_TARGETS,
+
+
+rule pretrain_all:
+    input:
+        PRETRAIN_TARGETS,

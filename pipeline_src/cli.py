@@ -50,6 +50,19 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads, device=a.device)
 
 
+def cmd_features(a: argparse.Namespace) -> None:
+    from .evaluate.run import run_features
+
+    run_features(a.config, a.dataset, a.model, a.processed, a.out, device=a.device, threads=a.threads)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .evaluate.run import run_evaluate
+
+    run_evaluate(a.config, a.dataset, a.method, a.protocol, a.split, a.seed, a.processed, a.split_file, a.out,
+                 features=a.features, model=a.model, device=a.device, threads=a.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline_src", description="maskbench pipeline steps (each Snakemake rule calls one)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,6 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $MASKBENCH_DEVICE, else cuda if present)")
     s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("features", help="pooled frozen-encoder features of a task's rows -> .npz")
+    s.add_argument("--config", default="config/config.yaml")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", required=True, help="a pretrained model.pt")
+    s.add_argument("--processed", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--device", default=None)
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("evaluate", help="one (dataset, method, protocol, split, seed) result -> JSON")
+    s.add_argument("--config", default="config/config.yaml")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--protocol", required=True, choices=["linear", "finetune", "classical"])
+    s.add_argument("--split", required=True, help="split name, e.g. scaffold or scaffold_balanced_seed1")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--processed", required=True)
+    s.add_argument("--split-file", required=True)
+    s.add_argument("--features", help="features .npz (linear protocol)")
+    s.add_argument("--model", help="model.pt (finetune protocol; recorded for linear)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--device", default=None)
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -34,3 +34,8 @@ rule pretrain:
     shell:
         "{PY} pretrain --config {CONFIG_PATH} --corpus {wildcards.corpus} --method {wildcards.method}"
         " --processed {params.processed} --out {params.out} --threads {threads} > {log} 2>&1"
+
+
+PRETRAIN_TARGETS = [
+    f"data/checkpoints/{d['corpus']}/{m}/model.pt" for d in config["domains"].values() for m in config["methods_run"]
+]

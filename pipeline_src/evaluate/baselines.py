@@ -1,0 +1,97 @@
+"""Classical baselines run on the same splits, so a report shows where learned representations
+stand: Morgan fingerprints + random forest (chemistry), gradient boosting on the raw features
+(HIGGS), amino-acid composition + a linear model (TAPE). These use domain knowledge by design."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .linear import ProbeResult, linear_probe
+from .metrics import compute_metric, is_better
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def morgan_fingerprints(smiles: pd.Series, radius: int = 2, n_bits: int = 2048) -> np.ndarray:
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import rdFingerprintGenerator
+
+    RDLogger.DisableLog("rdApp.*")
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    out = np.zeros((len(smiles), n_bits), dtype=np.uint8)
+    for i, s in enumerate(smiles):
+        mol = Chem.MolFromSmiles(s)
+        if mol is not None:
+            out[i] = gen.GetFingerprintAsNumPy(mol)
+    return out
+
+
+def aa_composition(seqs: pd.Series) -> np.ndarray:
+    """[n, 21]: frequency of each of the 20 amino acids, plus log length."""
+    lut = np.full(256, -1, dtype=np.int64)
+    for i, a in enumerate(AMINO_ACIDS):
+        lut[ord(a)] = i
+    out = np.zeros((len(seqs), len(AMINO_ACIDS) + 1), dtype=np.float32)
+    for r, s in enumerate(seqs):
+        ids = lut[np.frombuffer(s.encode("ascii", "replace"), dtype=np.uint8)]
+        ids = ids[ids >= 0]
+        if len(ids):
+            out[r, :-1] = np.bincount(ids, minlength=len(AMINO_ACIDS)) / len(ids)
+        out[r, -1] = np.log1p(len(s))
+    return out
+
+
+def _fit_select(make: Callable[[dict], object], grid: list[dict], X, y, fold, task, metric) -> ProbeResult:
+    tr, va, te = (fold == f for f in ("train", "valid", "test"))
+
+    def pred(m, Xs):
+        if task == "regression":
+            return m.predict(Xs)
+        return m.predict_proba(Xs)[:, 1] if metric == "roc_auc" else m.predict(Xs)
+
+    best = None
+    for h in grid:
+        m = make(h).fit(X[tr], y[tr])
+        v = compute_metric(metric, y[va], pred(m, X[va]))
+        if best is None or is_better(metric, v, best[0]):
+            best = (v, h, m)
+    v, h, m = best
+    return ProbeResult(test=compute_metric(metric, y[te], pred(m, X[te])), valid=v, hyper=h,
+                       n={k: int((fold == k).sum()) for k in ("train", "valid", "test")})
+
+
+def rf_morgan(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    X = morgan_fingerprints(table["smiles"])
+    cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
+    grid = [{"n_estimators": 200, "min_samples_leaf": leaf} for leaf in (1, 3)]
+    return _fit_select(lambda h: cls(random_state=seed, n_jobs=threads, **h), grid, X, y, fold, task, metric)
+
+
+def gbm_features(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    feats = [c for c in table.columns if pd.api.types.is_float_dtype(table[c]) and c != "label"]
+    X = table[feats].to_numpy(np.float32)
+    cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    grid = [{"max_iter": it, "learning_rate": 0.1} for it in (100, 300)]
+    return _fit_select(lambda h: cls(random_state=seed, **h), grid, X, y, fold, task, metric)
+
+
+def aac_linear(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+    return linear_probe(aa_composition(table["seq"] if "seq" in table else table["sequence"]), y, fold, task, metric, seed)
+
+
+# name -> (input kind it applies to, function)
+BASELINES: dict[str, tuple[str, Callable[..., ProbeResult]]] = {
+    "rf_morgan": ("smiles", rf_morgan),
+    "gbm": ("numeric", gbm_features),
+    "aac_linear": ("protein", aac_linear),
+}
+
+
+def baselines_for(input_kind: str) -> list[str]:
+    return [name for name, (kind, _) in BASELINES.items() if kind == input_kind]
