@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_evaluate)
+
+    from .report.build import add_arguments as report_arguments, main_from_args as report_main
+
+    s = sub.add_parser("report", help="results, checkpoints and benchmarks -> reports/all.md (+ tables/, figures/)")
+    report_arguments(s)
+    s.set_defaults(func=report_main)
     return p
 
 

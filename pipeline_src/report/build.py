@@ -1,0 +1,422 @@
+"""``python -m pipeline_src report``: results, checkpoints and benchmarks -> ``reports/all.md``.
+
+Writes the CSV copies of every table under ``tables_dir`` and the figures under ``figures_dir``
+first, then ``out_md`` atomically (its presence marks a complete report). Partial results are
+fine: a missing cell says "not run" or "failed (log: ...)", a figure that cannot be drawn says why.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ..config import config_hash, load_config, load_registry
+from ..data.atomic import write_bytes_atomic
+from .aggregate import ResultKey, aggregate, load_results, parse_result_path, restrict_to
+from .tables import CellSource, Table, build_table, to_markdown, write_csv
+
+REFERENCE_PATH = "config/reference_results.yaml"
+PAPER_TABLES = ("tape", "moleculenet", "higgs", "linear")
+MASK_METHODS = ("sma", "sma_r2")
+SUBSTITUTES = {
+    "moses": "MOSES SMILES (ZINC Clean Leads) stand in for the GuacaMol corpus SMA pretrains on.",
+    "uniprot": "UniProt proteomes stand in for Pfam (SMA, MetaMAE pretrain on Pfam).",
+    "higgs": "HIGGS: about 26k real rows of UCI HIGGS instead of HIGGS-small's 98k (SMA Table 3b).",
+    "remote_homology": "TAPE remote homology: only the fold-holdout test set (TAPE also has family "
+                       "and superfamily holdouts).",
+}
+HOW_TO_READ = """\
+- **Cells** are `mean ± std (n=runs)` of the test metric over seeds and over the seeded splits of one kind
+  (e.g. `scaffold_balanced_seed0..2` form `scaffold_balanced`); std is the sample std (ddof = 1),
+  left out when n = 1. `[k of N; ...]` means only k of the N planned runs produced a result.
+- **Direction**: ↑ higher is better (ROC-AUC, accuracy, Spearman), ↓ lower is better (RMSE).
+  The best of *our* rows per column is **bold**; reported rows are never bolded.
+- **Protocols**: `finetune` = encoder + head trained end to end, model selected on the validation
+  split (SMA protocol); `linear` = frozen encoder, pooled features, a linear model chosen on the
+  validation split (MetaMAE/DABS protocol); `classical` = a non-learned, domain-specific baseline
+  (Morgan fingerprints + random forest, gradient boosting on HIGGS features, amino-acid composition
+  + linear model) on the same splits.
+- **reported** rows are the numbers printed in the papers (source under each table, from
+  `config/reference_results.yaml`); they come from other data sizes, models and compute and are
+  never averaged into ours.
+- **Gaps**: `not run` = not part of this run (or not planned by the config); `failed (log: ...)` =
+  planned, no result file, its log exists; `n/a` = a baseline that does not apply to this input kind.
+- Methods marked *not domain-agnostic* use a prior on token order (`span`); classical rows are
+  *domain-specific baselines*.
+"""
+
+
+def _display_path(p: str | Path) -> str:
+    """A path as written in the report: relative to the working directory, never absolute."""
+    p = Path(p)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name
+
+
+def _link(target: Path, out_md: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), out_md.resolve().parent)).as_posix()
+
+
+def _file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None or pd.isna(s):
+        return "n/a"
+    s = float(s)
+    h, rem = divmod(int(round(s)), 3600)
+    m, sec = divmod(rem, 60)
+    return f"{s:,.0f} s ({h}:{m:02d}:{sec:02d})"
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (not isinstance(x, str) and bool(pd.isna(x)))
+
+
+def _fmt_num(x: Any, digits: int = 1) -> str:
+    if _missing(x):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def _samples(n: int | None) -> str:
+    return "all samples" if n is None else f"{int(n):,} samples"
+
+
+def read_expected(path: str | Path) -> list[str]:
+    """A text file of planned result paths, one per line (blank lines and # comments skipped)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+def _method_notes(methods: list[str], metas: dict[tuple[str, str], dict]) -> dict[str, str]:
+    """method -> "not domain-agnostic" from the checkpoint meta, else from the method class."""
+    flags: dict[str, bool] = {}
+    for (_, m), meta in metas.items():
+        if "domain_agnostic" in meta:
+            flags[m] = flags.get(m, True) and bool(meta["domain_agnostic"])
+    try:
+        from ..methods import REGISTRY
+
+        for m in methods:
+            if m not in flags and m in REGISTRY:
+                flags[m] = bool(getattr(REGISTRY[m], "domain_agnostic", True))
+    except ImportError:
+        pass
+    return {m: "not domain-agnostic" for m, ok in flags.items() if not ok}
+
+
+def _applicable(registry: dict[str, dict]) -> Any:
+    def check(ds: str, method: str, protocol: str) -> bool:
+        if protocol != "classical":
+            return True
+        from ..evaluate.baselines import baselines_for
+
+        kind = registry.get(ds, {}).get("input", {}).get("kind")
+        return kind is None or method in baselines_for(kind)
+    return check
+
+
+def _default_pairs(cfg: dict[str, Any], registry: dict[str, dict], datasets: list[str]) -> list[tuple[str, str]]:
+    """The (method, protocol) rows the config plans for any of ``datasets``: every method under
+    every protocol, plus the classical baselines that apply to these datasets' input kinds."""
+    ev = cfg.get("evaluate", {})
+    pairs = [(m, p) for p in ev.get("protocols", ["linear"]) for m in cfg.get("methods_run", [])]
+    in_config = {t for d in cfg["domains"].values() for t in d["tasks"]}
+    if ev.get("baselines"):
+        from ..evaluate.baselines import baselines_for
+
+        for ds in datasets:
+            kind = registry.get(ds, {}).get("input", {}).get("kind")
+            if ds in in_config and kind:
+                pairs += [(b, "classical") for b in baselines_for(kind)]
+    return list(dict.fromkeys(pairs))
+
+
+def _metrics(datasets: list[str], registry: dict[str, dict], agg: pd.DataFrame) -> dict[str, str]:
+    out = {}
+    for ds in datasets:
+        m = registry.get(ds, {}).get("metric")
+        if m is None and not agg.empty and (agg["dataset"] == ds).any():
+            m = str(agg.loc[agg["dataset"] == ds, "metric"].iloc[0])
+        out[ds] = m or ""
+    return out
+
+
+def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_time_s: float | None,
+            metas: dict[tuple[str, str], dict], n_extra: int, status: dict[str, int]) -> list[str]:
+    from .environment import hardware, versions
+
+    hw, sw = hardware(), versions()
+    lines = ["# maskbench report", "",
+             f"- **Config**: `{_display_path(config_path)}` (sha256 `{_file_sha256(config_path)[:16]}`, "
+             f"settings hash `{config_hash(cfg)}`); methods {', '.join(cfg.get('methods_run', []))}; "
+             f"seeds {', '.join(str(s) for s in cfg.get('seeds', []))}; protocols "
+             f"{', '.join(cfg.get('evaluate', {}).get('protocols', []))}"
+             f"{' + classical baselines' if cfg.get('evaluate', {}).get('baselines') else ''}."]
+    used = [d["corpus"] for d in cfg["domains"].values()] + [t for d in cfg["domains"].values() for t in d["tasks"]]
+    subs = [text for name, text in SUBSTITUTES.items() if name in used]
+    if subs:
+        lines.append("- **Dataset substitutes**: " + " ".join(subs))
+    ev = cfg.get("evaluate", {})
+    sub = "; ".join(f"{dom}: {d['corpus']} {_samples(d.get('corpus_subsample'))}" for dom, d in cfg["domains"].items())
+    rows = ev.get("max_rows")
+    rows_text = "all" if rows is None else f"at most {rows:,} (a fixed hash-chosen subset shared by all methods and splits)"
+    lines.append(f"- **Subsampling**: pretraining corpora — {sub}. Evaluation rows per task: {rows_text}.")
+    lines.append("- **Models and pretraining** per domain:")
+    for dom, d in cfg["domains"].items():
+        m, p = d["model"], d["pretrain"]
+        params = next((meta.get("_encoder_params") for (c, _), meta in metas.items() if c == d["corpus"]
+                       and meta.get("_encoder_params")), None)
+        extra = f", {m.get('num_latents', 64)} latents" if m.get("arch") == "perceiver" else ""
+        lines.append(f"  - {dom} ({d['corpus']}): {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}{extra}, "
+                     f"max_len {m['max_len']}" + (f", {params / 1e6:.2f}M encoder parameters" if params else "")
+                     + f"; {p['steps']} steps × batch {p['batch_size']}, lr {p['lr']}; tasks {', '.join(d['tasks'])}; "
+                     f"splits {', '.join(d.get('splits', ['fixed']))}.")
+    ram = hw["ram_bytes"]
+    lines.append(f"- **Hardware** (machine that built the report): {hw['cpu']}, {hw['cores']} usable cores "
+                 f"({hw['logical_cpus']} logical), {'n/a' if ram is None else f'{ram / 2**30:.1f} GiB'} RAM, "
+                 f"GPU: {', '.join(hw['gpus']) or 'none'}; {hw['os']}. The device each run used is in the "
+                 "compute table and in every result JSON.")
+    wt = (f"{_fmt_s(wall['sum_s'])} summed over {wall['jobs']} Snakemake jobs (data/benchmarks/**.tsv, job time; "
+          f"jobs may overlap) and {_fmt_s(wall['span_s'])} from the earliest job start to the latest job end "
+          "(benchmark file mtimes; elapsed time, includes idle gaps between invocations)")
+    if wall_time_s is not None:
+        wt = f"{_fmt_s(wall_time_s)} as measured by the workflow; " + wt
+    lines.append(f"- **Total wall time**: {wt}.")
+    lines.append("- **Software**: " + ", ".join(f"{k} {v}" for k, v in sw.items()) + ".")
+    if status["with_plan"]:
+        lines.append(f"- **Runs**: {status['planned']} planned, {status['present']} with a result, "
+                     f"{status['failed']} failed (log present), {status['not_run']} not run"
+                     + (f"; {n_extra} result files outside the plan were ignored" if n_extra else "") + ".")
+    else:
+        lines.append(f"- **Runs**: {status['present']} result files used; no list of planned runs was given, "
+                     "so a missing cell is \"failed\" only where an evaluate log exists.")
+    return lines
+
+
+def _cost_table(costs: pd.DataFrame) -> str:
+    head = ["domain", "corpus", "method", "steps", "job wall time (benchmark s)", "training time (s)",
+            "tokens/s", "peak memory (MiB)", "max RSS (MiB, benchmark)", "final loss", "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 7 + ["---"]) + "|"]
+    for r in costs.to_dict("records"):
+        missing = _missing(r["steps"]) and _missing(r["job_wall_s"])
+        agnostic = r["domain_agnostic"]
+        flag = " (not domain-agnostic)" if not _missing(agnostic) and not bool(agnostic) else ""
+        vals = [r["domain"], r["corpus"], r["method"] + flag,
+                "not run" if missing else _fmt_num(r["steps"]), _fmt_num(r["job_wall_s"]), _fmt_num(r["train_wall_s"]),
+                _fmt_num(r["tokens_per_s"], 0), _fmt_num(r["peak_memory_mb"]), _fmt_num(r["max_rss_mb"]),
+                _fmt_num(r["final_loss"], 4), _fmt_num(r["device"])]
+        lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    return "\n".join(lines)
+
+
+def _mask_section(cfg: dict[str, Any], checkpoints_root: Path, processed_root: Path, figures_dir: Path,
+                  out_md: Path, n_show: int = 4) -> list[str]:
+    from .figures import mask_figure
+    from .masks import masked_text, sma_masks
+
+    lines: list[str] = []
+    for dom, d in cfg["domains"].items():
+        corpus = d["corpus"]
+        for method in [m for m in MASK_METHODS if m in cfg.get("methods_run", [])]:
+            model = checkpoints_root / corpus / method / "model.pt"
+            processed = processed_root / corpus
+            if not model.exists() or not processed.exists():
+                lines.append(f"- {corpus} / {method}: no figure (no `{_display_path(model)}` or no processed corpus).")
+                continue
+            try:
+                draws = sma_masks(model, processed, corpus)
+                fig = mask_figure(draws, figures_dir / f"mask_{corpus}_{method}.png")
+            except Exception as e:  # one broken checkpoint must not stop the report
+                lines.append(f"- {corpus} / {method}: no figure ({type(e).__name__}: {e}).")
+                continue
+            lines += ["", f"**{dom} — {corpus}, `{method}`** (mask ratio {draws.ratio:.2f})", "",
+                      f"![{method} masks on {corpus}]({_link(fig, out_md)})", ""]
+            if draws.kind == "discrete":
+                what = "SMILES" if dom == "chemistry" or corpus in ("moses", "guacamol", "chembl") else "sequence"
+                lines.append(f"Masked characters replaced by `_` ({what}, first {n_show} samples, first 100 positions):")
+                lines.append("")
+                lines.append("```text")
+                for s in range(min(n_show, len(draws.labels))):
+                    labels = draws.labels[s][:100]
+                    lines.append(f"sample {s}  input : {''.join(labels)}")
+                    for k in range(draws.masks.shape[0]):
+                        lines.append(f"          draw {k + 1}: {masked_text(labels, draws.masks[k, s])}")
+                lines.append("```")
+            else:
+                from .masks import mask_rate_by_label
+
+                top = mask_rate_by_label(draws, min_count=1)[:6]
+                lines.append("Most often masked features: " + ", ".join(f"{f} ({r:.0%})" for f, r, _ in top) + ".")
+    return lines
+
+
+def build_report(config_path: str, results_root: str = "data/results", out_md: str = "reports/all.md",
+                 tables_dir: str = "reports/tables", figures_dir: str = "reports/figures",
+                 expected: list[str] | None = None, wall_time_s: float | None = None, *,
+                 reference_path: str = REFERENCE_PATH, checkpoints_root: str = "data/checkpoints",
+                 benchmarks_root: str = "data/benchmarks", logs_root: str = "data/logs",
+                 processed_root: str = "data/processed", mask_figures: bool = True) -> None:
+    """Write ``out_md`` (atomically), the CSV copies of its tables and its figures.
+
+    ``expected``: the planned result paths (``.../<dataset>/<method>/<protocol>/<split>/seed<k>.json``);
+    with it, results outside the plan are ignored and a planned run without a result is "failed"
+    when its log exists, else "not run". Without it, every result under ``results_root`` is used.
+    """
+    from .compute import pretrain_costs, read_loss_log, total_wall_time
+    from .figures import loss_curves, task_bars
+
+    cfg = load_config(config_path)
+    try:
+        registry = load_registry(cfg["registry"])
+    except Exception:  # the report still renders, metrics then come from the results
+        registry = {}
+    ref_tables = yaml.safe_load(Path(reference_path).read_text(encoding="utf-8"))["tables"] \
+        if Path(reference_path).exists() else {}
+    out_md_p, tables_p, figures_p = Path(out_md), Path(tables_dir), Path(figures_dir)
+
+    all_results = load_results(results_root)
+    keys: list[ResultKey] | None = [parse_result_path(p) for p in expected] if expected is not None else None
+    results = restrict_to(all_results, keys) if keys is not None else all_results
+    n_extra = len(all_results) - len(results)
+    agg = aggregate(results)
+    present = {ResultKey(r.dataset, r.method, r.protocol, r.split, int(r.seed))
+               for r in results[["dataset", "method", "protocol", "split", "seed"]].itertuples(index=False)}
+    costs, metas = pretrain_costs(cfg, checkpoints_root, benchmarks_root)
+    config_datasets = {t for d in cfg["domains"].values() for t in d["tasks"]}
+    src = CellSource(agg, present, keys, logs_root, config_datasets, _applicable(registry))
+    methods = list(cfg.get("methods_run", []))
+    notes = _method_notes(methods, metas)
+
+    tables: list[Table] = []
+    covered: set[str] = set()
+    for name in PAPER_TABLES:
+        ref = ref_tables.get(name)
+        if ref is None:
+            continue
+        datasets = list(ref["datasets"])
+        covered |= set(datasets)
+        metrics = _metrics(datasets, registry, agg)
+        protocols = ("linear",) if ref.get("protocol") == "linear" else None
+        pairs = _default_pairs(cfg, registry, datasets)
+        if protocols is not None:
+            pairs = [mp for mp in pairs if mp[1] in protocols] or [(m, "linear") for m in methods]
+        if name == "moleculenet":
+            kinds = [s for d in cfg["domains"].values() if set(d["tasks"]) & set(datasets) for s in d.get("splits", [])]
+            kinds = list(dict.fromkeys([*kinds, *src.split_kinds(datasets)])) or [str(ref.get("split", "scaffold"))]
+            for kind in kinds:
+                t = build_table(f"moleculenet_{kind}", f"{ref['title']} — our split: {kind}", datasets, metrics, kind,
+                                src, methods, notes, ref, protocols, pairs)
+                if kind != ref.get("split", kind):
+                    t.notes.append(f"The reported rows use the {ref.get('split')} split; ours here use {kind}.")
+                tables.append(t)
+        else:
+            tables.append(build_table(name, ref["title"], datasets, metrics, "fixed", src, methods, notes, ref,
+                                      protocols, pairs))
+    other = [ds for ds in dict.fromkeys([*sorted(config_datasets), *agg.get("dataset", pd.Series(dtype=str)).tolist()])
+             if ds not in covered]
+    if other:
+        metrics = _metrics(other, registry, agg)
+        kinds = [s for d in cfg["domains"].values() if set(d["tasks"]) & set(other) for s in d.get("splits", [])]
+        for kind in list(dict.fromkeys([*kinds, *src.split_kinds(other)])) or ["fixed"]:
+            tables.append(build_table(f"other_{kind}", f"Other tasks (no paper table), split {kind}", other, metrics,
+                                      kind, src, methods, notes, None, None, _default_pairs(cfg, registry, other)))
+
+    tables_p.mkdir(parents=True, exist_ok=True)
+    for t in tables:
+        write_csv(t, tables_p)
+    write_bytes_atomic(tables_p / "compute_cost.csv", costs.to_csv(index=False).encode("utf-8"))
+
+    # figures
+    fig_lines: list[str] = ["## Figures", "", "### Pretraining loss", ""]
+    for dom, d in cfg["domains"].items():
+        corpus = d["corpus"]
+        logs = {m: read_loss_log(Path(checkpoints_root) / corpus / m / "log.jsonl") for m in methods if m != "none"}
+        try:
+            fig = loss_curves(corpus, logs, figures_p / f"loss_{corpus}.png")
+        except Exception as e:
+            fig, why = None, f"{type(e).__name__}: {e}"
+        else:
+            why = "no pretraining log yet"
+        fig_lines.append(f"![pretraining loss on {corpus}]({_link(fig, out_md_p)})" if fig is not None
+                         else f"- {dom} ({corpus}): no loss figure ({why}).")
+        fig_lines.append("")
+    fig_lines.append("Losses are on masked tokens only; methods differ in mask ratio and loss terms "
+                     "(MetaMAE adds a contrastive term), so the curves are comparable within a method, not across.")
+    fig_lines += ["", "### Per-task comparison", ""]
+    all_metrics = _metrics(sorted(set(agg["dataset"])) if not agg.empty else [], registry, agg)
+    for protocol in [p for p in ("finetune", "linear", "classical") if not agg.empty and (agg["protocol"] == p).any()]:
+        sub = agg[agg["protocol"].isin([protocol, "classical"])] if protocol != "classical" else agg[agg["protocol"] == protocol]
+        if protocol != "classical" or not (agg["protocol"] != "classical").any():
+            try:
+                fig = task_bars(sub, all_metrics, figures_p / f"tasks_{protocol}.png",
+                                f"Test metric per task, {protocol} protocol (grey: classical baselines); error bars ± std")
+                fig_lines += [f"![per-task comparison, {protocol}]({_link(fig, out_md_p)})", ""]
+            except Exception as e:
+                fig_lines += [f"- {protocol}: no figure ({type(e).__name__}: {e}).", ""]
+    if agg.empty:
+        fig_lines += ["- no results yet, no comparison figure.", ""]
+    if mask_figures:
+        fig_lines += ["### SMA masks (which tokens get masked)", "",
+                      "Two mask draws from the same pretrained weights for a few samples (SMA Figure 2 / Table 7): "
+                      "masks come from the first attention layer; the draws differ only in the random query subset."]
+        fig_lines += _mask_section(cfg, Path(checkpoints_root), Path(processed_root), figures_p, out_md_p)
+
+    planned = len(keys) if keys is not None else len(results)
+    failed = sum(1 for k in (keys or []) if k not in present and Path(k.log_path(logs_root)).exists())
+    status = {"with_plan": keys is not None, "planned": planned, "present": len(present), "failed": failed,
+              "not_run": (planned - len(present) - failed) if keys is not None else 0}
+    wall = total_wall_time(benchmarks_root)
+
+    md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
+    md += ["", "## How to read", "", HOW_TO_READ]
+    for t in tables:
+        md += [f"## {t.title}", "", to_markdown(t), "",
+               f"CSV: [{t.key}.csv]({_link(tables_p / f'{t.key}.csv', out_md_p)})", ""]
+    md += ["## Compute cost of pretraining", "", _cost_table(costs), "",
+           "Job wall time and max RSS come from Snakemake's benchmark files (whole job: loading, training, "
+           "saving); training time, tokens/s (non-padding tokens) and peak memory (CUDA: max allocated; "
+           "CPU: max RSS of the process) from the model's metadata.", "",
+           f"CSV: [compute_cost.csv]({_link(tables_p / 'compute_cost.csv', out_md_p)})", ""]
+    md += fig_lines
+    if keys is not None:
+        failed_keys = [k for k in keys if k not in present and Path(k.log_path(logs_root)).exists()]
+        if failed_keys:
+            md += ["", "## Failed runs", ""] + [f"- `{k.dataset}/{k.method}/{k.protocol}/{k.split}/seed{k.seed}` — "
+                                               f"log: `{k.log_path(logs_root)}`" for k in failed_keys[:50]]
+            if len(failed_keys) > 50:
+                md.append(f"- ... and {len(failed_keys) - 50} more")
+    write_bytes_atomic(out_md_p, ("\n".join(md).rstrip() + "\n").encode("utf-8"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="config/config.yaml", help="the (effective) run config")
+    p.add_argument("--results", default="data/results", help="root of the result JSONs")
+    p.add_argument("--expected-file", help="text file with the planned result paths, one per line")
+    p.add_argument("--out", default="reports/all.md")
+    p.add_argument("--tables-dir", default="reports/tables")
+    p.add_argument("--figures-dir", default="reports/figures")
+    p.add_argument("--reference", default=REFERENCE_PATH, help="the papers' reported numbers")
+    p.add_argument("--wall-time-s", type=float, default=None, help="total wall time measured by the caller")
+    p.add_argument("--no-mask-figures", action="store_true", help="skip the SMA mask figures")
+
+
+def main_from_args(a: argparse.Namespace) -> None:
+    expected = read_expected(a.expected_file) if getattr(a, "expected_file", None) else None
+    build_report(a.config, getattr(a, "results", "data/results"), a.out, getattr(a, "tables_dir", "reports/tables"),
+                 getattr(a, "figures_dir", "reports/figures"), expected, getattr(a, "wall_time_s", None),
+                 reference_path=getattr(a, "reference", REFERENCE_PATH),
+                 mask_figures=not getattr(a, "no_mask_figures", False))

@@ -1,0 +1,114 @@
+"""Compute cost: Snakemake benchmark TSVs and the pretraining metadata saved in ``model.pt``."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+COST_COLUMNS = ["domain", "corpus", "method", "steps", "job_wall_s", "train_wall_s", "tokens_per_s",
+                "peak_memory_mb", "max_rss_mb", "final_loss", "device", "domain_agnostic"]
+
+
+def read_benchmark(path: str | Path) -> dict[str, float] | None:
+    """The first (usually only) row of a Snakemake benchmark TSV, numbers as floats."""
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+    if df.empty:
+        return None
+    row = df.iloc[0].to_dict()
+    out: dict[str, float] = {}
+    for k, v in row.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def total_wall_time(benchmarks_root: str | Path) -> dict[str, Any]:
+    """Sum of every benchmark's ``s`` (job time, summed over jobs that may have run in parallel)
+    and the span from the earliest to the latest benchmark file's mtime (roughly elapsed time)."""
+    files = sorted(Path(benchmarks_root).rglob("*.tsv")) if Path(benchmarks_root).exists() else []
+    total, jobs = 0.0, 0
+    mtimes = []
+    for f in files:
+        b = read_benchmark(f)
+        if b is None or "s" not in b:
+            continue
+        total += b["s"]
+        jobs += 1
+        mtimes.append(f.stat().st_mtime)
+        mtimes.append(f.stat().st_mtime - b["s"])  # the job started about s seconds before it wrote the file
+    span = (max(mtimes) - min(mtimes)) if mtimes else 0.0
+    return {"jobs": jobs, "sum_s": total, "span_s": span}
+
+
+def _meta(model_path: Path) -> dict[str, Any] | None:
+    try:
+        import torch
+
+        blob = torch.load(model_path, map_location="cpu", weights_only=True)
+        meta = dict(blob["meta"])
+        meta["_encoder_params"] = sum(int(v.numel()) for k, v in blob["state_dict"].items() if k.startswith("encoder."))
+        return meta
+    except Exception:  # a half-written or foreign file: reported as missing, not fatal
+        return None
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/checkpoints",
+                   benchmarks_root: str | Path = "data/benchmarks") -> tuple[pd.DataFrame, dict[tuple[str, str], dict]]:
+    """One row per (domain, corpus, method) of the config; also the metas found, by (corpus, method)."""
+    rows, metas = [], {}
+    for domain, d in cfg.get("domains", {}).items():
+        corpus = d["corpus"]
+        for method in cfg.get("methods_run", []):
+            meta = _meta(Path(checkpoints_root) / corpus / method / "model.pt")
+            bench = read_benchmark(Path(benchmarks_root) / "pretrain" / corpus / f"{method}.tsv")
+            if meta is not None:
+                metas[(corpus, method)] = meta
+            peak = _num((meta or {}).get("peak_memory_bytes"))
+            rows.append({
+                "domain": domain, "corpus": corpus, "method": method,
+                "steps": (meta or {}).get("steps"),
+                "job_wall_s": (bench or {}).get("s"),
+                "train_wall_s": _num((meta or {}).get("wall_time_s")),
+                "tokens_per_s": _num((meta or {}).get("tokens_per_s")),
+                "peak_memory_mb": peak / 2**20 if peak else None,
+                "max_rss_mb": (bench or {}).get("max_rss"),
+                "final_loss": _num((meta or {}).get("final_loss")),
+                "device": (meta or {}).get("device"),
+                "domain_agnostic": (meta or {}).get("domain_agnostic"),
+            })
+    df = pd.DataFrame(rows, columns=COST_COLUMNS)
+    df["steps"] = df["steps"].astype("Int64")
+    return df, metas
+
+
+def read_loss_log(path: str | Path) -> pd.DataFrame:
+    """``log.jsonl`` -> DataFrame with at least step and loss (empty when there is no log)."""
+    recs = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and "step" in r and "loss" in r:
+            recs.append(r)
+    return pd.DataFrame(recs, columns=sorted({"step", "loss", *(k for r in recs for k in r)}))

@@ -1,0 +1,147 @@
+"""build_report end to end on tiny synthetic inputs; SMA mask draws on text and numeric corpora."""
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline_src.data.batch import InputSpec
+from pipeline_src.report.build import add_arguments, build_report, main_from_args
+from pipeline_src.report.masks import masked_text, sma_masks
+from test_report_support import (MODEL, REFERENCE, write_config, write_log, write_model, write_numeric_corpus,
+                                 write_result, write_smiles_corpus)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    """A working directory laid out like the repository's data/ after a partial run."""
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path / "run.yaml")
+    res = Path("data/results")
+    for k, v in enumerate([0.71, 0.74, 0.77]):
+        write_result(res, "bbbp", "sma", "linear", f"scaffold_balanced_seed{k}", k, v, "roc_auc")
+        write_result(res, "bbbp", "random", "linear", f"scaffold_balanced_seed{k}", k, v - 0.05, "roc_auc")
+    write_result(res, "bbbp", "sma", "linear", "scaffold", 0, 0.70, "roc_auc")
+    write_result(res, "esol", "sma", "linear", "scaffold", 0, 1.30, "rmse")
+    write_result(res, "esol", "rf_morgan", "classical", "scaffold", 0, 1.10, "rmse")
+    fail_log = Path("data/logs/evaluate/esol/random/linear/scaffold/seed0.log")
+    fail_log.parent.mkdir(parents=True)
+    fail_log.write_text("RuntimeError: boom\n")
+    spec = InputSpec("discrete", max_len=MODEL["max_len"])
+    write_model(Path("data/checkpoints/moses/sma/model.pt"), "sma", spec, MODEL, {"mask_ratio": 0.3})
+    write_model(Path("data/checkpoints/moses/span/model.pt"), "span", spec, MODEL, {"mask_ratio": 0.3})
+    write_log(Path("data/checkpoints/moses/sma/log.jsonl"), 20)
+    write_log(Path("data/checkpoints/moses/random/log.jsonl"), 20, start=4.0)
+    write_smiles_corpus(Path("data/processed/moses"))
+    bench = Path("data/benchmarks/pretrain/moses/sma.tsv")
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                     "12.5\t0:00:12\t300.0\t900.0\t200.0\t250.0\t0.0\t1.0\t90.0\t11.0\n")
+    return tmp_path
+
+
+def _expected() -> list[str]:
+    out = []
+    for m in ("sma", "random", "span"):
+        out += [f"data/results/bbbp/{m}/linear/scaffold_balanced_seed{k}/seed{k}.json" for k in range(3)]
+        out += [f"data/results/{ds}/{m}/linear/scaffold/seed0.json" for ds in ("bbbp", "esol")]
+    return out + ["data/results/esol/rf_morgan/classical/scaffold/seed0.json"]
+
+
+def _table_cells(md: str) -> list[str]:
+    cells = []
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells += [c.strip() for c in line.strip().strip("|").split(" | ")]
+    return cells
+
+
+def test_build_report_end_to_end(workdir: Path):
+    build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), wall_time_s=42.0)
+    md = Path("reports/all.md").read_text()
+    headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    for h in ("TAPE (SMA Table 1)", "MoleculeNet (SMA Table 2)", "our split: scaffold", "our split: scaffold_balanced",
+              "HIGGS (SMA Table 3b)", "Linear evaluation (MetaMAE", "Compute cost of pretraining", "How to read",
+              "Figures"):
+        assert any(h in x for x in headings), h
+    # header
+    assert "`run.yaml`" in md and "settings hash" in md and "MOSES" in md and "10 samples" in md
+    assert "at most 100" in md and "42 s" in md and "summed over 1 Snakemake jobs" in md
+    assert "torch " in md and "python " in md and "GPU:" in md
+    assert "16 planned, 9 with a result, 1 failed (log present), 6 not run" in md
+    # cells: aggregated, failed, not run, reported; never NaN or empty
+    assert "**0.740 ± 0.030 (n=3)**" in md                                   # sma beats random on bbbp
+    assert "failed (log: data/logs/evaluate/esol/random/linear/scaffold/seed0.log)" in md
+    assert "not run" in md and "| reported |" in md and "| ours |" in md
+    assert "span (not domain-agnostic)" in md and "rf_morgan (domain-specific baseline)" in md
+    cells = _table_cells(md)
+    assert cells and all(c and c.lower() != "nan" for c in cells)
+    assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)
+    # no absolute path of this machine
+    assert str(workdir) not in md and "/tmp/" not in md
+    # CSV copies
+    tables = sorted(p.name for p in Path("reports/tables").glob("*.csv"))
+    assert tables == sorted(["tape.csv", "moleculenet_scaffold.csv", "moleculenet_scaffold_balanced.csv", "higgs.csv",
+                             "linear.csv", "compute_cost.csv"])
+    cost = Path("reports/tables/compute_cost.csv").read_text()
+    assert "moses,sma,20,12.5,3.5,1234.0,50.0,300.0" in cost
+    # figures exist and are linked relative to the report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {Path(x).name for x in links} >= {"loss_moses.png", "tasks_linear.png", "mask_moses_sma.png"}
+    for x in links:
+        assert not Path(x).is_absolute() and (Path("reports") / x).stat().st_size > 1000
+    # SMILES with masked characters as text
+    m = re.search(r"sample 0  input : (\S+)\n\s+draw 1: (\S+)\n\s+draw 2: (\S+)", md)
+    assert m and m.group(1) == "CCO" and len(m.group(2)) == 3 and "_" in m.group(2)
+    assert not list(Path("reports").rglob(".*tmp*"))
+
+
+def test_build_report_with_nothing_run(workdir: Path):
+    import shutil
+
+    shutil.rmtree("data")
+    main_from_args(argparse.Namespace(config="run.yaml", results="data/results", expected_file=None,
+                                      out="out/all.md", tables_dir="out/tables", figures_dir="out/figures",
+                                      reference=str(REFERENCE), wall_time_s=None, no_mask_figures=False))
+    md = Path("out/all.md").read_text()
+    assert "no loss figure" in md and "no results yet" in md and "no figure" in md
+    cells = _table_cells(md)
+    assert cells and all(c for c in cells) and not re.search(r"\bnan\b", md, flags=re.IGNORECASE)
+
+
+def test_cli_arguments_parse():
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    a = p.parse_args(["--config", "c.yaml", "--expected-file", "e.txt", "--out", "r/all.md", "--wall-time-s", "3"])
+    assert a.config == "c.yaml" and a.expected_file == "e.txt" and a.wall_time_s == 3.0 and a.tables_dir
+
+
+def test_sma_masks_two_draws_on_smiles_and_numeric(tmp_path: Path):
+    spec = InputSpec("discrete", max_len=MODEL["max_len"])
+    model = write_model(tmp_path / "sma" / "model.pt", "sma", spec, MODEL, {"mask_ratio": 0.4, "num_per_query": 2})
+    d = sma_masks(model, write_smiles_corpus(tmp_path / "moses"), "moses", n_samples=8)
+    assert d.masks.shape[:2] == (2, 8) and d.labels[0] == list("CCO")
+    for b in range(8):
+        n = int(d.lengths[b])
+        k = max(1, min(n - 1, int(np.floor(n * 0.4 + 0.5))))
+        assert (d.masks[:, b, :n].sum(1) == k).all() and not d.masks[:, b, n:].any()
+    assert masked_text(list("CCO"), np.array([False, True, False])) == "C_O"
+
+    nspec = InputSpec("continuous", max_len=5, d_raw=1)
+    nmodel = write_model(tmp_path / "hsma" / "model.pt", "sma", nspec, {**MODEL, "max_len": 5}, {"mask_ratio": 0.4})
+    h = sma_masks(nmodel, write_numeric_corpus(tmp_path / "higgs"), "higgs", n_samples=6)
+    assert h.kind == "continuous" and h.feature_names[0] == "f_pt" and h.labels[0][0] == "f_pt"
+    assert (h.masks.sum(2) == 2).all()
