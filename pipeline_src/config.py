@@ -117,6 +117,18 @@ def write_effective_config(cfg: dict[str, Any], root: str | Path = "data/run_con
     return str(path)
 
 
+def pretrain_config(cfg: dict[str, Any], domain: str, method: str) -> dict[str, Any]:
+    """``domains.<domain>.pretrain`` with ``domains.<domain>.pretrain_by_method.<method>`` merged over it
+    (the papers use e.g. another learning rate for guided than for random masks)."""
+    d = cfg["domains"][domain]
+    return deep_merge(d["pretrain"], d.get("pretrain_by_method", {}).get(method, {}))
+
+
+def finetune_config(cfg: dict[str, Any], domain: str) -> dict[str, Any]:
+    """``evaluate.finetune`` with ``domains.<domain>.finetune`` merged over it."""
+    return deep_merge(cfg["evaluate"]["finetune"], cfg["domains"][domain].get("finetune", {}))
+
+
 def pretrain_settings(cfg: dict[str, Any], corpus: str, method: str) -> dict[str, Any]:
     """Everything a pretraining job's result depends on (its rerun trigger)."""
     domain = domain_of(cfg, corpus)
@@ -125,7 +137,7 @@ def pretrain_settings(cfg: dict[str, Any], corpus: str, method: str) -> dict[str
         "corpus": corpus,
         "subsample": d.get("corpus_subsample"),
         "model": d["model"],
-        "pretrain": d["pretrain"],
+        "pretrain": pretrain_config(cfg, domain, method),
         "method": method,
         "method_cfg": method_config(cfg, domain, method),
     }

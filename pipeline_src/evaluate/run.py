@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..config import ConfigError, config_hash, domain_of, load_config, load_registry
+from ..config import ConfigError, config_hash, domain_of, finetune_config, load_config, load_registry
 from ..data.atomic import write_json_atomic
 from ..data.encode import load_encoded
 
@@ -129,7 +129,8 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, spl
         encoder, meta = load_pretrained(model, encoder_only=True)
         dev = pick_device(device)
         device_used = str(dev)
-        res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, task, metric, ev["finetune"],
+        res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, task, metric,
+                       finetune_config(cfg, domain_of(cfg, dataset)),
                        int(meta["max_len"]), seed, dev)
         provenance["checkpoint_sha256"] = file_sha256(model)
     elif protocol == "classical":

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config import ConfigError, domain_of, load_config, method_config
+from ..config import ConfigError, domain_of, load_config, method_config, pretrain_config
 from ..data.batch import InputSpec
 from ..data.encode import load_encoded
 from .data import subsample
@@ -68,6 +68,6 @@ def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str,
     method_cfg = method_config(cfg, domain, method)
     seed_everything(seed, threads)  # the model's initialization is part of the seeded run
     model = _build(method, spec, model_cfg, method_cfg)
-    summary = pretrain(model, data, dom["pretrain"], max_len, out, seed, device=pick_device(device), threads=threads,
+    summary = pretrain(model, data, pretrain_config(cfg, domain, method), max_len, out, seed, device=pick_device(device), threads=threads,
                        model_cfg=model_cfg, method_cfg=method_cfg)
     print(json.dumps(summary), file=sys.stdout)
