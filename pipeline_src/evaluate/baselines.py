@@ -67,7 +67,8 @@ def rf_morgan(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: in
 
     X = morgan_fingerprints(table["smiles"])
     cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
-    grid = [{"n_estimators": 200, "min_samples_leaf": leaf} for leaf in (1, 3)]
+    # sqrt features per split (sklearn's regressor default is all 2048 bits: ~40x slower, no better)
+    grid = [{"n_estimators": 200, "max_features": "sqrt", "min_samples_leaf": leaf} for leaf in (1, 3)]
     return _fit_select(lambda h: cls(random_state=seed, n_jobs=threads, **h), grid, X, y, fold, task, metric)
 
 
