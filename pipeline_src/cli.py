@@ -44,23 +44,40 @@ def cmd_split(a: argparse.Namespace) -> None:
     write_split(Path(a.processed), a.kind, a.seed, Path(a.out), fractions=tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1))))
 
 
-def cmd_pretrain(a: argparse.Namespace) -> None:
-    from .train.pretrain import run_pretrain
+# Training commands hold one GPU slot each (pipeline_src/train/slots.py), taken before CUDA starts.
 
-    run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads, device=a.device)
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from .train.slots import job_slot
+
+    with job_slot(a.device):
+        from .train.pretrain import CorpusReadError, run_pretrain
+
+        try:
+            run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads, device=a.device)
+        except CorpusReadError as e:
+            raise SystemExit(f"input error: {e}") from e
 
 
 def cmd_features(a: argparse.Namespace) -> None:
-    from .evaluate.run import run_features
+    from .train.slots import job_slot
 
-    run_features(a.config, a.dataset, a.model, a.processed, a.out, device=a.device, threads=a.threads)
+    with job_slot(a.device):
+        from .evaluate.run import run_features
+
+        run_features(a.config, a.dataset, a.model, a.processed, a.out, device=a.device, threads=a.threads)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from .evaluate.run import run_evaluate
+    import contextlib
 
-    run_evaluate(a.config, a.dataset, a.method, a.protocol, a.split, a.seed, a.processed, a.split_file, a.out,
-                 features=a.features, model=a.model, device=a.device, threads=a.threads)
+    from .train.slots import job_slot
+
+    # only fine-tuning trains on the device; the linear probe and the baselines run on the CPU
+    with job_slot(a.device) if a.protocol == "finetune" else contextlib.nullcontext():
+        from .evaluate.run import run_evaluate
+
+        run_evaluate(a.config, a.dataset, a.method, a.protocol, a.split, a.seed, a.processed, a.split_file, a.out,
+                     features=a.features, model=a.model, device=a.device, threads=a.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="results, checkpoints and benchmarks -> reports/all.md (+ tables/, figures/)")
     report_arguments(s)
     s.set_defaults(func=report_main)
+
+    from .report.metrics import add_arguments as metrics_arguments, main_from_args as metrics_main
+
+    s = sub.add_parser("metrics", help="results + pretraining logs -> reports/metrics.json and DVC loss plots (CSV)")
+    metrics_arguments(s)
+    s.set_defaults(func=metrics_main)
+
+    from .report.provenance import add_arguments as provenance_arguments, main_from_args as provenance_main
+
+    s = sub.add_parser("provenance", help="software versions, git commit, effective config, hardware -> reports/pipeline_info/")
+    provenance_arguments(s)
+    s.set_defaults(func=provenance_main)
     return p
 
 

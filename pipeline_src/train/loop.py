@@ -6,6 +6,13 @@ finds ``last.pt`` resumes from it; on the CPU a resumed run ends with the same w
 as one that was never interrupted. The checkpoint also holds the log up to its step, so a resumed
 run rewrites ``log.jsonl`` exactly (Snakemake deletes declared outputs before rerunning a job).
 
+Under ``torchrun`` (a process group of several ranks, see :mod:`.distributed`) the model is wrapped
+in ``DistributedDataParallel``: every rank draws the same global batch and trains on its own slice,
+rank 0 alone writes ``last.pt``, ``log.jsonl`` and ``model.pt``, and every rank resumes from the
+same ``last.pt`` (which holds each rank's random-generator states). The logged loss is the
+sample-weighted mean over the global batch. The world size is part of the run hash: a run is
+resumed with as many ranks as it started with.
+
 Optimizer: AdamW (β = 0.9/0.999, decoupled weight decay) with no weight decay on biases, norm
 weights, embedding tables and other 1-d or token/embedding parameters (positional embeddings, mask
 tokens); learning rate with linear warm-up then cosine decay to zero; gradient clipping by norm.
@@ -27,6 +34,7 @@ from tqdm import tqdm
 from ..data.batch import InputSpec
 from ..data.encode import Encoded
 from .checkpoint import atomic_save, load_checkpoint, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
+from . import distributed as ddp_util
 from .data import BucketBatchSampler
 from .devices import autocast, peak_memory_bytes, pick_device, seed_everything
 
@@ -70,8 +78,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def _run_config(method: nn.Module, spec: InputSpec, train_cfg: dict, max_len: int, seed: int,
-                model_cfg: dict, method_cfg: dict, corpus_size: int) -> dict[str, Any]:
-    return {
+                model_cfg: dict, method_cfg: dict, corpus_size: int, world_size: int = 1) -> dict[str, Any]:
+    config = {
         "method": method.name,
         "spec": asdict(spec),
         "model_cfg": model_cfg,
@@ -81,6 +89,9 @@ def _run_config(method: nn.Module, spec: InputSpec, train_cfg: dict, max_len: in
         "seed": seed,
         "corpus_size": corpus_size,
     }
+    if world_size > 1:  # absent for one process, so single-process hashes (and checkpoints) are unchanged
+        config["world_size"] = world_size
+    return config
 
 
 def _write_log(path: Path, lines: list[str]) -> None:
@@ -126,15 +137,22 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
 
     ``wall_time_s`` in the summary and in ``model.pt`` is the time spent in training steps, summed
     over resumed runs (checkpoint writing excluded); ``tokens_per_s`` counts non-padding tokens.
+
+    Data-parallel when a torch.distributed process group of several ranks is initialized (see the
+    module docstring); ``device`` is then this rank's device.
     """
+    dctx = ddp_util.current()
+    rank, world = (dctx.rank, dctx.world_size) if dctx is not None else (0, 1)
+    main = rank == 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, model_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / MODEL_NAME, out_dir / LOG_NAME
-    remove_stale_tmp(ckpt_path)
-    remove_stale_tmp(model_path)
+    if main:
+        remove_stale_tmp(ckpt_path)
+        remove_stale_tmp(model_path)
 
     device = pick_device(device)
-    seed_everything(seed, threads)
+    seed_everything(ddp_util.rank_seed(seed, rank), threads)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model_cfg = dict(model_cfg if model_cfg is not None else getattr(method, "model_cfg", {}) or {})
@@ -145,7 +163,7 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     total_steps = int(train_cfg["steps"])
     checkpoint_every = int(train_cfg.get("checkpoint_every") or total_steps or 1)
     grad_clip = train_cfg.get("grad_clip")
-    config = _run_config(method, spec, train_cfg, max_len, seed, model_cfg, method_cfg, len(corpus))
+    config = _run_config(method, spec, train_cfg, max_len, seed, model_cfg, method_cfg, len(corpus), world)
     rhash = run_hash(config)
 
     method.to(device).train()
@@ -154,7 +172,7 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(train_cfg["warmup_steps"]), total_steps))
     sampler = BucketBatchSampler(corpus.lengths(), int(train_cfg["batch_size"]), seed)
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    generator.manual_seed(ddp_util.rank_seed(seed, rank))
 
     step, elapsed, tokens_seen, last_loss, resumed_from = 0, 0.0, 0, None, None
     log_lines: list[str] = []
@@ -164,13 +182,26 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
-        generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
+        own = state["rank_states"][rank] if world > 1 else state
+        generator.set_state(own["generator"])
+        set_rng_state(own["rng"])
         step, elapsed, tokens_seen, last_loss = state["step"], state["elapsed_s"], state["tokens"], state["last_loss"]
         log_lines = state["log"].splitlines()
         resumed_from = step
+        if main:
+            print(f"resuming from {ckpt_path} at step {step} of {total_steps}", file=sys.stderr, flush=True)
+    if world > 1:
+        steps = ddp_util.all_gather_object(step)
+        if len(set(steps)) != 1:
+            raise RuntimeError(f"ranks resumed from different steps {steps} of {ckpt_path}; is the folder shared?")
     # the log is rewritten from the checkpoint: no steps past it, none missing if the file was deleted
-    _write_log(log_path, log_lines)
+    if main:
+        _write_log(log_path, log_lines)
+    model: nn.Module = method
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
 
     saved_step = resumed_from
 
@@ -181,33 +212,53 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
 
     def checkpoint() -> None:
         nonlocal saved_step
-        save_checkpoint(ckpt_path, {
-            "run_hash": rhash, "method": method.name, "config": config, "step": step,
-            "model": method.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "sampler": sampler.state_dict(), "generator": generator.get_state(), "rng": rng_state(),
-            "elapsed_s": elapsed, "tokens": tokens_seen, "last_loss": last_loss,
-            "log": "".join(f"{line}\n" for line in log_lines),
-        })
+        own = {"generator": generator.get_state(), "rng": rng_state()}
+        # every rank takes part in the gather; rank 0 alone writes
+        rank_states = ddp_util.all_gather_object(own) if world > 1 else None
+        if main:
+            state = {
+                "run_hash": rhash, "method": method.name, "config": config, "step": step,
+                "model": method.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state_dict(), **own,
+                "elapsed_s": elapsed, "tokens": tokens_seen, "last_loss": last_loss,
+                "log": "".join(f"{line}\n" for line in log_lines),
+            }
+            if rank_states is not None:
+                state["rank_states"] = rank_states
+            save_checkpoint(ckpt_path, state)
+        if world > 1:
+            ddp_util.barrier()  # no rank runs ahead of (or returns before) the checkpoint it may resume from
         saved_step = step
 
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     bar = tqdm(total=total_steps, initial=step, file=sys.stderr, desc=f"pretrain {method.name}",
-               disable=not progress, mininterval=1.0, dynamic_ncols=True)
-    log = log_path.open("a", encoding="utf-8")
+               disable=not (progress and main), mininterval=1.0, dynamic_ncols=True)
+    log = log_path.open("a", encoding="utf-8") if main else None
     try:
         t_prev = time.perf_counter()
         while step < end:
-            batch = corpus.batch(sampler.next_batch(), max_len)
-            n_tokens = int(batch.n_valid.sum())
+            idx, weight = sampler.next_batch(), 1.0
+            n_global = len(idx)
+            if world > 1:
+                idx, weight = ddp_util.shard(idx, rank, world)
+            batch = corpus.batch(idx, max_len)
+            n_tokens = int(batch.n_valid.sum()) if weight > 0 else 0
             batch = batch.to(device)
             lr = optimizer.param_groups[0]["lr"]
             with autocast(device):
-                out = method(batch, generator=generator, step=step)
+                out = model(batch, generator=generator, step=step)
             loss_value = float(out.loss.detach())
+            loss = out.loss
+            if world > 1:
+                local_sum = loss_value * len(idx) if weight > 0 else 0.0  # a weight-0 stand-in sample adds nothing
+                total, n_tokens = ddp_util.all_reduce_sum([local_sum, float(n_tokens)], device)
+                loss_value, n_tokens = total / n_global, int(n_tokens)
+                if weight != 1.0:
+                    loss = loss * weight
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(f"loss is {loss_value} at step {step + 1}; {last_good()}")
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             grad_norm = None
             if grad_clip:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(method.parameters(), float(grad_clip)))
@@ -226,28 +277,32 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
                    "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": elapsed, "grad_norm": grad_norm}
             rec.update((k, v) for k, v in stats.items() if k not in rec)
             log_lines.append(json.dumps(rec))
-            log.write(log_lines[-1] + "\n")
-            log.flush()
+            if log is not None:
+                log.write(log_lines[-1] + "\n")
+                log.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             if step % checkpoint_every == 0 or step == end:
                 checkpoint()
                 t_prev = time.perf_counter()  # checkpoint time is not training time
     finally:
-        log.close()
+        if log is not None:
+            log.close()
         bar.close()
 
     summary = {
         "method": method.name, "steps": step, "final_loss": last_loss, "wall_time_s": elapsed,
         "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None, "tokens": tokens_seen,
         "peak_memory_bytes": peak_memory_bytes(device), "device": str(device), "run_hash": rhash,
-        "resumed_from": resumed_from, "finished": step >= total_steps,
+        "resumed_from": resumed_from, "finished": step >= total_steps, "world_size": world,
     }
-    if step >= total_steps:
+    if step >= total_steps and main:
         meta = {**config, "domain_agnostic": bool(getattr(method, "domain_agnostic", True)),
                 "steps": step, "run_hash": rhash, **{k: summary[k] for k in
                 ("final_loss", "wall_time_s", "tokens_per_s", "peak_memory_bytes", "device")},
                 "torch_version": str(torch.__version__)}
         save_model_file(model_path, method, meta)
+    if world > 1:
+        ddp_util.barrier()
     return summary
 

@@ -1,7 +1,12 @@
-"""``python -m pipeline_src pretrain``: pretrain one method on one domain's corpus."""
+"""``python -m pipeline_src pretrain``: pretrain one method on one domain's corpus.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1) it trains data-parallel over the ranks
+(see :mod:`.distributed`); rank 0 writes the outputs and prints the summary.
+"""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,12 +16,56 @@ from torch import nn
 
 from ..config import ConfigError, domain_of, load_config, method_config, pretrain_config
 from ..data.batch import InputSpec
-from ..data.encode import load_encoded
+from ..data.encode import Encoded, load_encoded, table_files
+from . import distributed as ddp_util
 from .data import subsample
-from .devices import pick_device, seed_everything
+from .devices import seed_everything
 from .loop import LOG_NAME, MODEL_NAME, pretrain, save_model_file
 
 NO_PRETRAINING = "none"
+
+
+class CorpusReadError(RuntimeError):
+    """A file of the processed corpus cannot be read (truncated or corrupt)."""
+
+
+def _find_unreadable(processed_dir: Path) -> tuple[Path, Exception] | None:
+    """The first file of a processed folder that does not read back whole, with its error."""
+    import pyarrow.parquet as pq
+
+    for name in ("standardize.json", "vocab.json"):
+        f = processed_dir / name
+        if f.exists():
+            try:
+                json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                return f, e
+    try:
+        files = table_files(processed_dir)
+    except FileNotFoundError:
+        return None
+    for f in files:
+        try:
+            pq.read_table(f)
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
+            return f, e
+    return None
+
+
+def load_corpus(processed_dir: str | Path, fold: str | None = "train") -> Encoded:
+    """:func:`load_encoded`, with an error that names the damaged file when one cannot be read."""
+    d = Path(processed_dir)
+    try:
+        return load_encoded(d, fold=fold)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        bad = _find_unreadable(d)
+        if bad is None:
+            raise CorpusReadError(f"{d}: cannot read the processed corpus: {type(e).__name__}: {e}") from e
+        path, err = bad
+        raise CorpusReadError(f"{path}: unreadable ({type(err).__name__}: {err}); delete it and rerun the "
+                              f"prepare step of this dataset") from e
 
 
 def _build(method: str, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: dict[str, Any]) -> nn.Module:
@@ -58,16 +107,22 @@ def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str,
     out.mkdir(parents=True, exist_ok=True)
 
     # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only
-    data = subsample(load_encoded(processed_dir, fold="train"), dom.get("corpus_subsample"), seed)
+    data = subsample(load_corpus(processed_dir, fold="train"), dom.get("corpus_subsample"), seed)
     spec = data.spec(max_len)
     if method == NO_PRETRAINING:
-        write_untrained(out, cfg, domain, spec, model_cfg, seed, threads)
-        print(json.dumps({"method": method, "steps": 0}), file=sys.stdout)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun one rank writes the file
+            write_untrained(out, cfg, domain, spec, model_cfg, seed, threads)
+            print(json.dumps({"method": method, "steps": 0}), file=sys.stdout)
         return
 
     method_cfg = method_config(cfg, domain, method)
-    seed_everything(seed, threads)  # the model's initialization is part of the seeded run
-    model = _build(method, spec, model_cfg, method_cfg)
-    summary = pretrain(model, data, pretrain_config(cfg, domain, method), max_len, out, seed, device=pick_device(device), threads=threads,
-                       model_cfg=model_cfg, method_cfg=method_cfg)
-    print(json.dumps(summary), file=sys.stdout)
+    dctx, dev = ddp_util.setup(device)
+    try:
+        seed_everything(seed, threads)  # the model's initialization is part of the seeded run (same on every rank)
+        model = _build(method, spec, model_cfg, method_cfg)
+        summary = pretrain(model, data, pretrain_config(cfg, domain, method), max_len, out, seed, device=dev,
+                           threads=threads, model_cfg=model_cfg, method_cfg=method_cfg)
+        if dctx is None or dctx.is_main:
+            print(json.dumps(summary), file=sys.stdout, flush=True)
+    finally:
+        ddp_util.cleanup()

@@ -1,6 +1,10 @@
 # pretrain: one job per (corpus, method) -> data/checkpoints/<corpus>/<method>/model.pt + log.jsonl.
 # A killed job leaves data/checkpoints/<corpus>/<method>/last.pt (not a declared output, so
 # Snakemake keeps it); the rerun resumes from it.
+# GPUs: `resources: gpu=1` only limits how many training jobs run at once (`--resources gpu=N`);
+# the command itself takes a free device through a lock-file slot (pipeline_src/train/slots.py,
+# $MASKBENCH_GPU_LOCK_DIR) and sets CUDA_VISIBLE_DEVICES for itself. One job on several GPUs:
+# run the same command under torchrun (see pipeline_src/train/distributed.py).
 
 
 def corpus_inputs(w):

@@ -24,10 +24,19 @@ rule report:
         results=EVAL_TARGETS,
         checkpoints=PRETRAIN_TARGETS,
         reference="config/reference_results.yaml",
+        # provenance (workflow/rules/provenance.smk) is built with the report, never triggers it
+        pipeline_info=ancient("reports/pipeline_info/software_versions.yaml"),
     output:
-        md="reports/all.md",
-        tables=directory("reports/tables"),
-        figures=directory("reports/figures"),
+        md=report("reports/all.md", caption="../report/all.rst", category="Report"),
+        tables=report(
+            directory("reports/tables"), patterns=["{name}.csv"], caption="../report/tables.rst", category="Tables"
+        ),
+        figures=report(
+            directory("reports/figures"), patterns=["{name}.png"], caption="../report/figures.rst", category="Figures"
+        ),
+        # headline numbers and loss curves in DVC's formats (dvc metrics / dvc plots)
+        metrics="reports/metrics.json",
+        plots=directory("reports/plots"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -37,5 +46,7 @@ rule report:
     benchmark:
         "data/benchmarks/report.tsv"
     shell:
-        "{PY} report --config {CONFIG_PATH} --expected-file {EXPECTED_PATH} --reference {input.reference}"
-        " --out {output.md} --tables-dir {output.tables} --figures-dir {output.figures} > {log} 2>&1"
+        "({PY} report --config {CONFIG_PATH} --expected-file {EXPECTED_PATH} --reference {input.reference}"
+        " --out {output.md} --tables-dir {output.tables} --figures-dir {output.figures}"
+        " && {PY} metrics --config {CONFIG_PATH} --expected-file {EXPECTED_PATH} --out {output.metrics}"
+        " --plots-dir {output.plots}) > {log} 2>&1"
