@@ -57,6 +57,20 @@ def _check_url(url: str) -> None:
     raise ValueError(f"refusing URL scheme {u.scheme!r} (only https, file, and http to a loopback host)")
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to a URL that :func:`_check_url` accepts (no https -> http)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        try:
+            _check_url(newurl)
+        except ValueError as e:
+            raise urllib.error.URLError(f"redirect to {newurl} refused: {e}") from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_CheckedRedirects)
+
+
 def _copy_verified(src, dest: Path, f: dict[str, Any], max_bytes: int) -> str:
     """Stream ``src`` (a binary file object) into a temp file beside ``dest``; verify; rename.
 
@@ -125,7 +139,7 @@ def fetch_file(
         for i in range(retries + 1):
             try:
                 req = urllib.request.Request(url, headers={"User-Agent": "maskbench"})
-                with urllib.request.urlopen(req, timeout=timeout) as src:
+                with _OPENER.open(req, timeout=timeout) as src:
                     kind = _copy_verified(src, dest, f, max_bytes)
                 log(f"{dest.name}: from {url} ({kind} ok)")
                 return url
@@ -151,6 +165,13 @@ def fetch_dataset(
 ) -> list[Path]:
     out_dir = Path(out_dir)
     mirrors = list(mirrors)
+    names = [f["name"] for f in entry["files"]]
+    for n in names:
+        if n in (".", "..") or "/" in n or "\\" in n or n.startswith(".") or not n:
+            raise DownloadError(f"dataset {name!r}: file name {n!r} is not a plain file name")
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise DownloadError(f"dataset {name!r}: file name(s) {dups} appear more than once in the registry entry")
     paths = []
     for f in entry["files"]:
         dest = out_dir / f["name"]

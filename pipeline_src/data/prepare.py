@@ -244,6 +244,11 @@ def _files(name: str, entry: dict) -> list[dict]:
     files = entry.get("files") or []
     if not files:
         raise PrepareError(f"dataset {name!r}: registry entry has no files")
+    names = [f.get("name") for f in files]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise PrepareError(f"dataset {name!r}: file name(s) {dups} appear more than once in the registry entry "
+                           f"(row ids and raw paths would collide)")
     return files
 
 

@@ -12,9 +12,11 @@ data row of the record in the raw file: header lines are not counted) and raises
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ HIGGS_FEATURES = [
     "m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb",
 ]
 HIGGS_COLUMNS = ["label", *HIGGS_FEATURES]
+ZIP_MAX_BYTES = 4 << 30   # uncompressed bytes read from one zip member
 
 
 class ReadError(ValueError):
@@ -45,13 +48,58 @@ def _open_text(path: Path):
     return open(path, "rb")
 
 
+def _check_text_encoding(path: Path) -> None:
+    """Refuse, with a clear message, a file that is UTF-16/32 text (only UTF-8 is read)."""
+    try:
+        with _open_text(path) as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise ReadError(f"{path}: file not found") from None
+    except (OSError, EOFError) as e:
+        raise ReadError(f"{path}: cannot read: {e}") from None
+    if head[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+        raise ReadError(f"{path}: the file is UTF-32 text; only UTF-8 (with or without BOM) is read")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) >= 2 and (head[0] == 0) != (head[1] == 0)):
+        raise ReadError(f"{path}: the file looks like UTF-16 text; only UTF-8 (with or without BOM) is read")
+
+
+def _decode_error(path: Path, e: UnicodeDecodeError) -> ReadError:
+    return ReadError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} cannot be decoded; "
+                     f"latin-1 or another 8-bit encoding?); convert the file to UTF-8")
+
+
+def _check_field_counts(path: Path, sep: str, expected: int, header: bool, what: str) -> None:
+    """Every non-blank record has ``expected`` fields, or :class:`ReadError` naming the data row.
+
+    pandas silently pads a short record with empty cells and, with ``usecols``, drops or shifts
+    the extra fields of a long one; a truncated or misaligned record must not become data.
+    """
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        with _open_text(path) as fb, io.TextIOWrapper(fb, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=sep)
+            if header:
+                next(reader, None)
+            for row, rec in enumerate(reader):
+                if rec and len(rec) != expected:
+                    raise ReadError(f"{path}: row {row} (line {reader.line_num}): {len(rec)} field(s), "
+                                    f"expected {expected} ({what}); a truncated or misaligned record")
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e) from None
+    except (csv.Error, OSError, EOFError) as e:
+        raise ReadError(f"{path}: cannot parse as CSV: {e}") from None
+
+
 def csv_header(path: str | Path, sep: str = ",") -> list[str]:
     path = Path(path)
+    _check_text_encoding(path)
     try:
         head = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig", compression="infer")
     except FileNotFoundError:
         raise ReadError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError, ValueError) as e:
         raise ReadError(f"{path}: cannot read the CSV header: {e}") from None
     return [str(c) for c in head.columns]
 
@@ -72,8 +120,12 @@ def read_csv(path: str | Path, columns: Sequence[str], sep: str = ",") -> pd.Dat
         df = pd.read_csv(path, sep=sep, usecols=list(dict.fromkeys(columns)), dtype=str,
                          keep_default_na=False, na_filter=False, encoding="utf-8-sig",
                          compression="infer", skip_blank_lines=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e) from None
+    except (pd.errors.ParserError, OSError, EOFError, ValueError) as e:
         raise ReadError(f"{path}: cannot parse as CSV: {e}") from None
+    _check_field_counts(path, sep, len(header), True, "one per header column")
+    df = df[list(dict.fromkeys(columns))]
     # A trailing blank line (present in some files) is not a record.
     if len(df) and all(df[c].iat[-1] == "" for c in df.columns):
         df = df.iloc[:-1]
@@ -107,20 +159,30 @@ def numeric_column(values: pd.Series, source_rows: np.ndarray, path: str | Path,
     return out
 
 
-def read_lines_zip(path: str | Path) -> pd.DataFrame:
-    """``source_row``, ``text``: the lines of the single member of a zip file (no header)."""
+def read_lines_zip(path: str | Path, max_bytes: int = ZIP_MAX_BYTES) -> pd.DataFrame:
+    """``source_row``, ``text``: the lines of the single member of a zip file (no header).
+
+    At most ``max_bytes`` are inflated (an archive bomb is refused, not read into memory).
+    """
+    from .archives import ArchiveError, read_zip_member
+
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]
             if len(members) != 1:
                 raise ReadError(f"{path}: expected exactly one member in the zip, found "
-                                f"{[m.filename for m in members]}")
-            data = zf.read(members[0])
+                                f"{[m.filename for m in members][:20]}")
+            data = read_zip_member(path, members[0], zf, max_bytes=max_bytes)
     except FileNotFoundError:
         raise ReadError(f"{path}: file not found") from None
-    except zipfile.BadZipFile as e:
-        raise ReadError(f"{path}: not a zip file: {e}") from None
+    except ArchiveError as e:
+        raise ReadError(str(e)) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+            ValueError) as e:
+        if isinstance(e, ReadError):
+            raise
+        raise ReadError(f"{path}: not a readable zip file: {type(e).__name__}: {e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -263,18 +325,22 @@ def read_higgs(path: str | Path, label: str = "first", header: bool = True,
     path = Path(path)
     if label not in ("first", "last"):
         raise ReadError(f"{path}: label position must be 'first' or 'last', got {label!r}")
+    _check_text_encoding(path)
     try:
         df = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str,
                          keep_default_na=False, na_filter=False, encoding="utf-8-sig",
                          compression="infer")
     except FileNotFoundError:
         raise ReadError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError, ValueError) as e:
         raise ReadError(f"{path}: cannot parse as HIGGS ({'tab' if sep == chr(9) else repr(sep)}-separated"
-                        f", header={header}): {e}") from None
+                        f", header={header}): {str(e).strip()}") from None
     if df.shape[1] != len(HIGGS_COLUMNS):
         raise ReadError(f"{path}: expected {len(HIGGS_COLUMNS)} columns (label + 28 features) with "
                         f"sep={sep!r}, found {df.shape[1]}")
+    _check_field_counts(path, sep, len(HIGGS_COLUMNS), header, "label + 28 features")
     raw_names = [str(c) for c in df.columns]
     positions = list(range(29)) if label == "first" else [28, *range(28)]
     order = [raw_names[p] for p in positions]
@@ -312,3 +378,29 @@ def read_higgs(path: str | Path, label: str = "first", header: bool = True,
         out[c] = vals
         sample.extend(df[c].iloc[:2000].tolist())
     return pd.DataFrame(out), infer_rounding(sample)
+
+
+def read_parquet(path: str | Path, columns: Sequence[str] | None = None):
+    """A Parquet file as a :class:`pyarrow.Table` (only ``columns`` when given).
+
+    A missing, truncated or foreign file, or a missing column, raises :class:`ReadError` naming
+    the file (and the column) instead of pyarrow's own exception.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise ReadError(f"{path}: file not found") from None
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ReadError(f"{path}: not a readable Parquet file: {e}") from None
+    if columns is not None:
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise ReadError(f"{path}: missing column(s) {missing}; the file has columns {schema.names[:20]}")
+    try:
+        return pq.read_table(path, columns=None if columns is None else list(columns))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ReadError(f"{path}: cannot read the Parquet data: {e}") from None

@@ -47,6 +47,8 @@ def _fit_select(make: Callable[[dict], object], grid: list[dict], X, y, fold, ta
     tr, va, te = (fold == f for f in ("train", "valid", "test"))
 
     def pred(m, Xs):
+        if hasattr(m, "n_jobs"):
+            m.n_jobs = 1  # a forest's parallel predict sums trees in thread-finish order: not reproducible
         if task == "regression":
             return m.predict(Xs)
         return m.predict_proba(Xs)[:, 1] if metric == "roc_auc" else m.predict(Xs)

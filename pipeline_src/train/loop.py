@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..data.batch import InputSpec
 from ..data.encode import Encoded
-from .checkpoint import atomic_save, load_checkpoint, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
+from .checkpoint import atomic_save, load_checkpoint, load_verified, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
 from . import distributed as ddp_util
 from .data import BucketBatchSampler
 from .devices import autocast, peak_memory_bytes, pick_device, seed_everything
@@ -114,7 +114,7 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu",
     """Rebuild the method saved in a ``model.pt`` (or only its ``.encoder``) and its metadata."""
     from ..methods import build_method
 
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    blob = load_verified(path, map_location=map_location)
     meta = blob["meta"]
     method = build_method(meta.get("build_method", meta["method"]), InputSpec(**meta["spec"]),
                           meta["model_cfg"], meta["method_cfg"])
@@ -177,7 +177,7 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     step, elapsed, tokens_seen, last_loss, resumed_from = 0, 0.0, 0, None, None
     log_lines: list[str] = []
     if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, rhash)
+        state = load_checkpoint(ckpt_path, rhash, expected_config=config)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -28,3 +28,11 @@ def ci_workdir(tmp_path_factory) -> Path:
             (wd / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, wd / rel)
     return wd
+
+
+@pytest.fixture(scope="session")
+def ci_full_run(ci_workdir) -> Path:
+    """The whole DAG (download -> report) on the CI config, once per session, in ``ci_workdir``."""
+    r = snakemake(ci_workdir, timeout=3000)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return ci_workdir

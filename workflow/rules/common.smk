@@ -2,8 +2,16 @@
 import shlex
 import sys
 
+import yaml
+
 from pipeline_src.config import config_hash, load_registry, pretrain_settings, validate as _validate, write_effective_config
 
+# Snakemake evaluates a config file holding `__use_yte__: true` as a template before this code
+# runs; such files are refused, so no config of a run can be code.
+for _cf in workflow.configfiles:
+    with open(_cf, encoding="utf-8") as _f:
+        if "__use_yte__" in (yaml.safe_load(_f) or {}):
+            raise ValueError(f"{_cf}: '__use_yte__' templates are not allowed in maskbench configs")
 _validate(config, "config.schema.yaml", "config (config/config.yaml + --configfile/--config)")
 REGISTRY = load_registry(config["registry"])
 # The effective config (config files + --config overrides, defaults filled) as one file that every

@@ -1,0 +1,86 @@
+"""Two runs of the CI config from scratch, in two scratch folders, give identical results: every
+metric of every result file, the report's tables (machine-dependent columns aside) and the
+weights of every checkpoint (the state tensors, not the file bytes: ``model.pt`` also records
+wall times)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import COPY, ROOT, snakemake
+
+pytestmark = pytest.mark.integration
+
+
+def _fault_tools():
+    spec = importlib.util.spec_from_file_location("fault_inject", ROOT / "scripts" / "fault_inject.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fresh_copy(wd: Path) -> Path:
+    for rel in COPY:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, wd / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (wd / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, wd / rel)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def two_runs(ci_full_run, tmp_path_factory):
+    """The session's CI run and a second one from scratch in another folder."""
+    wd = _fresh_copy(tmp_path_factory.mktemp("repro_second"))
+    r = snakemake(wd, timeout=3000)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return [ci_full_run, wd]
+
+
+def test_every_metric_is_identical(two_runs):
+    tools = _fault_tools()
+    a, b = (tools.result_values(wd) for wd in two_runs)
+    assert a and set(a) == set(b)
+    different = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert not different, f"{len(different)} result(s) differ, e.g. {list(different.items())[:5]}"
+
+
+def test_every_checkpoint_has_identical_weights(two_runs):
+    tools = _fault_tools()
+    a, b = (tools.tensor_hashes(wd) for wd in two_runs)
+    assert a and set(a) == set(b)
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_report_tables_and_features_are_identical(two_runs):
+    import numpy as np
+
+    tools = _fault_tools()
+    ta, tb = (tools.report_tables((wd / "reports/all.md").read_text()) for wd in two_runs)
+    assert ta and ta == tb
+    fa = sorted(p.relative_to(two_runs[0]) for p in (two_runs[0] / "data/features").rglob("*.npz"))
+    assert fa
+    for rel in fa:
+        x, y = np.load(two_runs[0] / rel), np.load(two_runs[1] / rel)
+        assert sorted(x.files) == sorted(y.files)
+        for k in x.files:
+            assert np.array_equal(x[k], y[k]), f"{rel}:{k}"
+
+
+def test_qc_and_splits_are_identical(two_runs):
+    a, b = two_runs
+    for p in sorted((a / "data/processed").rglob("*")):
+        if p.is_file() and p.suffix in (".json", ".parquet"):
+            q = b / p.relative_to(a)
+            if p.suffix == ".json":
+                assert json.loads(p.read_text()) == json.loads(q.read_text()), p.relative_to(a)
+            else:
+                import pyarrow.parquet as pq
+
+                assert pq.read_table(p).equals(pq.read_table(q)), p.relative_to(a)

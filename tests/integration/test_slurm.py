@@ -1,0 +1,205 @@
+"""The SLURM profile against a real one-node Slurm cluster on this machine (scripts/slurm_local.py).
+
+Runs a subset of config/ci.yaml (HIGGS: download -> prepare -> split, one pretrain, its features
+and one linear evaluation) through `--workflow-profile workflow/profiles/slurm`, checks that every
+job was an sbatch submission with the profile's partition, memory, CPUs and GPU request, and that
+the numbers equal those of a local run of the same targets. Needs root (apt-get install slurm-wlm
+munge, daemons started by hand); skipped, with the reason, where that is impossible.
+"""
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import COPY, ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+TARGETS = ["data/results/higgs/sma/linear/fixed/seed0.json"]
+# the three tiny data rules go in one submission (a Snakemake group job); the rest one job each
+GROUPS = ["download_higgs=data", "prepare_higgs=data", "split=data"]
+SLURM_FLAGS = [
+    "--workflow-profile", "workflow/profiles/slurm",
+    "--slurm-status-command", "squeue",  # no slurmdbd here, hence no sacct
+    "--slurm-init-seconds-before-status-checks", "4",
+    "--slurm-keep-successful-logs",
+    "--retries", "0",
+    "--jobs", "4",
+    "--groups", *GROUPS,
+]
+SLURM_RUN_TIMEOUT_S = 480
+LOCAL_RUN_TIMEOUT_S = 480
+# fields of a result that depend on the machine or the clock, not on the computation
+VOLATILE = {"wall_time_s", "host", "checkpoint_sha256"}
+LOG_VOLATILE = {"tokens_per_s", "elapsed_s"}
+
+
+def _slurm_local():
+    spec = importlib.util.spec_from_file_location("slurm_local", ROOT / "scripts" / "slurm_local.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _workdir(path: Path) -> Path:
+    for rel in COPY:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, path / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, path / rel)
+    return path
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASKBENCH_SLURM_")}
+    # the jobs run `python -m snakemake` and the rules' commands: the same environment as here
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MASKBENCH_SLURM_PARTITION"] = _slurm_local().PARTITION
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root (apt-get install, munged/slurmctld/slurmd)")
+    sl = _slurm_local()
+    with sl.exclusive():
+        try:
+            sl.install(log=lambda *_: None)
+        except sl.Unavailable as e:
+            pytest.skip(f"cannot install Slurm here: {e}")
+        state = sl.default_state_dir()
+        already_up = sl.is_up(state)  # brought up by hand: reuse it, leave it running
+        try:
+            pids = sl.start(state, log=lambda *_: None)
+        except sl.Unavailable as e:
+            pytest.skip(f"cannot run a local Slurm cluster here: {e}")
+        try:
+            yield pids
+        finally:
+            if not already_up:
+                sl.stop(state, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cluster):
+    """The same targets run locally (in the background, while Slurm runs) and through Slurm."""
+    local = _workdir(tmp_path_factory.mktemp("local_run"))
+    slurm = _workdir(tmp_path_factory.mktemp("slurm_run"))
+    cmd = [sys.executable, "-m", "snakemake"]
+    t0 = time.monotonic()
+    local_log = local / "snakemake.out"
+    with open(local_log, "w") as out:
+        local_proc = subprocess.Popen(
+            [*cmd, "--cores", "2", *TARGETS, "--configfile", "config/ci.yaml"],
+            cwd=local, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        s = subprocess.run(
+            [*cmd, *TARGETS, *SLURM_FLAGS, "--configfile", "config/ci.yaml"],
+            cwd=slurm, env=_env(), capture_output=True, text=True, timeout=SLURM_RUN_TIMEOUT_S,
+        )
+        slurm_out = s.stdout + s.stderr
+        assert s.returncode == 0, slurm_out[-6000:]
+        local_proc.wait(timeout=LOCAL_RUN_TIMEOUT_S)
+        assert local_proc.returncode == 0, local_log.read_text()[-4000:]
+    finally:
+        if local_proc.poll() is None:
+            local_proc.kill()
+            local_proc.wait()
+    print(f"local + slurm runs: {time.monotonic() - t0:.0f}s")
+    return {"local": local, "slurm": slurm, "slurm_out": slurm_out}
+
+
+def _scontrol(jobid: str) -> dict:
+    out = subprocess.run(["scontrol", "-o", "show", "job", jobid], capture_output=True, text=True, check=True).stdout
+    return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", out))
+
+
+def test_every_job_was_an_sbatch_submission_with_the_profile_resources(runs):
+    jobids = re.findall(r"submitted with SLURM jobid (\d+)", runs["slurm_out"])
+    assert len(jobids) == 4, runs["slurm_out"][-3000:]
+    by_rule = {}
+    for jobid in jobids:
+        info = _scontrol(jobid)
+        assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
+        assert info["Partition"] == "maskbench", info  # MASKBENCH_SLURM_PARTITION -> sbatch -p
+        # the plugin's --comment: rule_<rule>_wildcards_<values>, or rule_<group>_<rules> for a group
+        by_rule[re.sub(r"^rule_|_wildcards_.*$", "", info["Comment"])] = info
+    assert set(by_rule) == {"data_download_higgs_prepare_higgs_split", "pretrain", "features", "evaluate_linear"}, by_rule
+    # per-rule resources of the profile: GPU rules get --gpus=1, memory and time as written there,
+    # cpus-per-task = the rule's threads
+    for rule, mem, minutes in [("pretrain", 32000, 1440), ("features", 16000, 120), ("evaluate_linear", 8000, 60)]:
+        info = by_rule[rule]
+        assert info["MinMemoryNode"] == f"{mem}M", (rule, info)
+        h, m = divmod(minutes, 60)
+        assert info["TimeLimit"] in (f"{h:02d}:{m:02d}:00", f"{h // 24}-{h % 24:02d}:{m:02d}:00"), (rule, info)
+    assert "gpu:1" in by_rule["pretrain"].get("TresPerJob", "") and "gpu:1" in by_rule["features"].get("TresPerJob", "")
+    assert "gpu" not in by_rule["evaluate_linear"].get("TresPerJob", "")
+    assert by_rule["pretrain"]["NumCPUs"] == "2" and by_rule["evaluate_linear"]["NumCPUs"] == "1"
+    logs = sorted(p.relative_to(runs["slurm"]) for p in (runs["slurm"] / ".snakemake/slurm_logs").rglob("*.log"))
+    assert len(logs) == 4, logs
+    for log in logs:
+        text = (runs["slurm"] / log).read_text()
+        assert "Finished jobid" in text, log  # the job's own Snakemake ran the rule
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_slurm_results_equal_the_local_run(runs):
+    local, slurm = runs["local"], runs["slurm"]
+    # data targets and features: byte for byte
+    for sub in ["data/raw/higgs", "data/processed/higgs", "data/features/higgs"]:
+        files = sorted(p.relative_to(local) for p in (local / sub).rglob("*") if p.is_file())
+        assert files, sub
+        assert files == sorted(p.relative_to(slurm) for p in (slurm / sub).rglob("*") if p.is_file())
+        for f in files:
+            assert _sha(local / f) == _sha(slurm / f), f
+    # the checkpoint: same weights (its metadata holds wall time and throughput)
+    import torch
+
+    a, b = (torch.load(d / "data/checkpoints/higgs/sma/model.pt", map_location="cpu", weights_only=False) for d in (local, slurm))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    la, lb = ([{k: v for k, v in json.loads(line).items() if k not in LOG_VOLATILE} for line in (d / "data/checkpoints/higgs/sma/log.jsonl").read_text().splitlines()] for d in (local, slurm))
+    assert la == lb and la
+    # the evaluation: same numbers
+    for t in TARGETS:
+        ra, rb = (json.loads((d / t).read_text()) for d in (local, slurm))
+        assert isinstance(ra["test"], float)
+        assert {k: v for k, v in ra.items() if k not in VOLATILE} == {k: v for k, v in rb.items() if k not in VOLATILE}
+
+
+def _touch_restored(wd: Path) -> None:
+    """What `dvc checkout` may do to unchanged files: same bytes, new modification times, here in
+    the worst order (every input newer than the outputs made from it)."""
+    now = time.time()
+    order = ["results", "features", "checkpoints", "processed", "raw"]
+    for i, stage in enumerate(order):
+        for p in (wd / "data" / stage).rglob("*"):
+            if p.is_file():
+                os.utime(p, (now + 10 * i, now + 10 * i))
+
+
+def test_new_mtimes_on_restored_files_rerun_nothing(runs):
+    # local default profile, then the SLURM profile: the outputs are up to date for both, also
+    # after every file under data/ got a new modification time with unchanged content
+    for wd, flags in [(runs["local"], ["--cores", "2"]), (runs["slurm"], SLURM_FLAGS)]:
+        _touch_restored(wd)
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", *TARGETS, *flags, "--configfile", "config/ci.yaml"],
+                           cwd=wd, env=_env(), capture_output=True, text=True, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and "Nothing to be done" in out, out[-3000:]
