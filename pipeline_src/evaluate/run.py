@@ -11,7 +11,6 @@ import json
 import platform
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +112,6 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, spl
         if model:
             provenance["checkpoint_sha256"] = file_sha256(model)
     elif protocol == "finetune":
-        import torch
-
         from ..train.devices import pick_device, seed_everything
         from ..train.loop import load_pretrained
         from .finetune import finetune

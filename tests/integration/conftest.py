@@ -16,10 +16,8 @@ def snakemake(workdir: Path, *args: str, configfiles=("config/ci.yaml",), timeou
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def ci_workdir(tmp_path_factory) -> Path:
-    """A scratch copy of the workflow and the fixtures: the real workflow runs there on tiny data."""
-    wd = tmp_path_factory.mktemp("ci_run")
+def copy_workflow(wd: Path) -> Path:
+    """Copy the workflow, configs and fixtures into ``wd`` (the package comes from the venv)."""
     for rel in COPY:
         src = ROOT / rel
         if src.is_dir():
@@ -28,6 +26,12 @@ def ci_workdir(tmp_path_factory) -> Path:
             (wd / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, wd / rel)
     return wd
+
+
+@pytest.fixture(scope="session")
+def ci_workdir(tmp_path_factory) -> Path:
+    """A scratch copy of the workflow and the fixtures: the real workflow runs there on tiny data."""
+    return copy_workflow(tmp_path_factory.mktemp("ci_run"))
 
 
 @pytest.fixture(scope="session")

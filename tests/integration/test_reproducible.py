@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
-from .conftest import COPY, ROOT, snakemake
+from .conftest import ROOT, copy_workflow, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +21,10 @@ def _fault_tools():
     return mod
 
 
-def _fresh_copy(wd: Path) -> Path:
-    for rel in COPY:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, wd / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (wd / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, wd / rel)
-    return wd
-
-
 @pytest.fixture(scope="module")
 def two_runs(ci_full_run, tmp_path_factory):
     """The session's CI run and a second one from scratch in another folder."""
-    wd = _fresh_copy(tmp_path_factory.mktemp("repro_second"))
+    wd = copy_workflow(tmp_path_factory.mktemp("repro_second"))
     r = snakemake(wd, timeout=3000)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     return [ci_full_run, wd]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import COPY, ROOT
+from .conftest import copy_workflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds the job's process in /proc")]
@@ -89,14 +89,7 @@ def _losses(path: Path) -> list[float]:
 def wd(tmp_path_factory) -> Path:
     """A scratch copy of the workflow with the prepared corpus and an uninterrupted reference run
     of the job (its model.pt and log.jsonl under ``reference/``)."""
-    wd = tmp_path_factory.mktemp("resume_run")
-    for rel in COPY:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, wd / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (wd / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, wd / rel)
+    wd = copy_workflow(tmp_path_factory.mktemp("resume_run"))
     (wd / "resume.yaml").write_text(EXTRA)
     r = _run(wd, TARGET)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
