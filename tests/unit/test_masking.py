@@ -1,7 +1,6 @@
 """Mask helpers and SMA's select_mask against a slow per-sample reference."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import math
 
@@ -10,15 +9,6 @@ import torch
 
 from pipeline_src.methods.masking import num_masked, random_mask, rank_mask, span_mask
 from pipeline_src.methods.sma import select_mask
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models: intra-op threads only add overhead (and stall when the cores are shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 

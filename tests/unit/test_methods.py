@@ -12,15 +12,6 @@ from pipeline_src.data.batch import Batch, InputSpec
 from pipeline_src.methods import REGISTRY, MaskedAutoencoder, Method, MethodOutput, build_method, select_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models: intra-op threads only add overhead (and stall when the cores are shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 N = 24
 MODEL = {"arch": "transformer", "dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2, "max_len": N,
          "num_latents": 8, "decoder_dim": 32, "decoder_heads": 4}

@@ -1,7 +1,6 @@
 """Encoders and decoders: shapes, the first-layer hook, and no information flow from masked tokens."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,15 +9,6 @@ from pipeline_src.data.batch import Batch, InputSpec
 from pipeline_src.models import PerceiverEncoder, TransformerEncoder, build_encoder
 from pipeline_src.models.decoders import TransformerDecoder, UpsampleDecoder
 from pipeline_src.methods.masking import num_masked, random_mask
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models: intra-op threads only add overhead (and stall when the cores are shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 N = 24
