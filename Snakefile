@@ -29,3 +29,8 @@ rule data:
 rule pretrain_all:
     input:
         PRETRAIN_TARGETS,
+
+
+rule evaluate_all:
+    input:
+        EVAL_TARGETS,

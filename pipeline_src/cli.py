@@ -38,10 +38,14 @@ def cmd_prepare(a: argparse.Namespace) -> None:
 
 
 def cmd_split(a: argparse.Namespace) -> None:
-    from .data.splits import write_split
+    from .data.splits import parse_split_name, write_split
 
     entry = _registry_entry(a.registry, a.dataset)
-    write_split(Path(a.processed), a.kind, a.seed, Path(a.out), fractions=tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1))))
+    fractions = tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1)))
+    for out in a.out:
+        kind, seed = parse_split_name(Path(out).name.removesuffix(".parquet"))
+        write_split(Path(a.processed), kind, seed, Path(out), fractions=fractions)
+        print(f"{a.dataset}: wrote {out}", flush=True)
 
 
 # Training commands hold one GPU slot each (pipeline_src/train/slots.py), taken before CUDA starts.
@@ -58,25 +62,17 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
             raise SystemExit(f"input error: {e}") from e
 
 
-def cmd_features(a: argparse.Namespace) -> None:
-    from .train.slots import job_slot
-
-    with job_slot(a.device):
-        from .evaluate.run import run_features
-
-        run_features(a.config, a.dataset, a.model, a.processed, a.out, device=a.device, threads=a.threads)
-
-
 def cmd_evaluate(a: argparse.Namespace) -> None:
     import contextlib
 
     from .train.slots import job_slot
 
-    # only fine-tuning trains on the device; the linear probe and the baselines run on the CPU
-    with job_slot(a.device) if a.protocol == "finetune" else contextlib.nullcontext():
+    # the encoder runs on the device for finetune and for the linear protocol's features; the
+    # classical baselines run on the CPU
+    with job_slot(a.device) if a.protocol != "classical" else contextlib.nullcontext():
         from .evaluate.run import run_evaluate
 
-        run_evaluate(a.config, a.dataset, a.method, a.protocol, a.split, a.seed, a.processed, a.split_file, a.out,
+        run_evaluate(a.config, a.dataset, a.method, a.protocol, a.processed, a.out,
                      features=a.features, model=a.model, device=a.device, threads=a.threads)
 
 
@@ -100,13 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_prepare)
 
-    s = sub.add_parser("split", help="write one split (id, fold) of a prepared dataset")
+    s = sub.add_parser("split", help="write splits (id, fold) of a prepared dataset, one file per split name")
     s.add_argument("--registry", default="config/datasets.yaml")
     s.add_argument("--dataset", required=True)
     s.add_argument("--processed", required=True)
-    s.add_argument("--kind", required=True, choices=["scaffold", "scaffold_balanced", "random", "fixed"])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, nargs="+",
+                   help="split files named by their split: .../scaffold.parquet, .../scaffold_balanced_seed1.parquet, ...")
     s.set_defaults(func=cmd_split)
 
     s = sub.add_parser("pretrain", help="pretrain one method on one corpus -> model.pt + log.jsonl (resumable)")
@@ -120,28 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: $MASKBENCH_DEVICE, else cuda if present)")
     s.set_defaults(func=cmd_pretrain)
 
-    s = sub.add_parser("features", help="pooled frozen-encoder features of a task's rows -> .npz")
-    s.add_argument("--config", default="config/config.yaml")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--model", required=True, help="a pretrained model.pt")
-    s.add_argument("--processed", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--device", default=None)
-    s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=cmd_features)
-
-    s = sub.add_parser("evaluate", help="one (dataset, method, protocol, split, seed) result -> JSON")
+    s = sub.add_parser("evaluate", help="(dataset, method, protocol) results, one JSON per split and seed")
     s.add_argument("--config", default="config/config.yaml")
     s.add_argument("--dataset", required=True)
     s.add_argument("--method", required=True)
     s.add_argument("--protocol", required=True, choices=["linear", "finetune", "classical"])
-    s.add_argument("--split", required=True, help="split name, e.g. scaffold or scaffold_balanced_seed1")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--processed", required=True)
-    s.add_argument("--split-file", required=True)
-    s.add_argument("--features", help="features .npz (linear protocol)")
-    s.add_argument("--model", help="model.pt (finetune protocol; recorded for linear)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--processed", required=True, help="the task's processed folder (with splits/)")
+    s.add_argument("--out", required=True, nargs="+",
+                   help="result files .../<split>/seed<k>.json: each names the split and the seed of one run")
+    s.add_argument("--features", help="linear: where the frozen features (.npz) are written")
+    s.add_argument("--model", help="model.pt (linear, finetune)")
     s.add_argument("--device", default=None)
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_evaluate)

@@ -50,6 +50,21 @@ def split_name(kind: str, seed: int | None = None) -> str:
     raise SplitError(f"unknown split kind {kind!r}; expected one of {SPLIT_KINDS}")
 
 
+def parse_split_name(name: str) -> tuple[str, int]:
+    """The inverse of :func:`split_name`: ``scaffold_balanced_seed2`` -> ``("scaffold_balanced", 2)``;
+    an unseeded kind gets seed 0."""
+    kind, sep, seed = name.rpartition("_seed")
+    if not sep:
+        kind, seed = name, "0"
+    try:
+        ok = seed.isdigit() and split_name(kind, int(seed)) == name
+    except SplitError:
+        ok = False
+    if not ok:
+        raise SplitError(f"{name!r} is not a split name (scaffold, fixed, scaffold_balanced_seed<k>, random_seed<k>)")
+    return kind, int(seed)
+
+
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
         raise SplitError(f"fractions must be three non-negative numbers summing to 1, got {list(fractions)}")

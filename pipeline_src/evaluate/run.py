@@ -1,4 +1,4 @@
-"""The `features` and `evaluate` commands: one result JSON per (dataset, method, protocol, split, seed).
+"""The `evaluate` command: one result JSON per (dataset, method, protocol, split, seed).
 
 Results land in ``data/results/<dataset>/<method>/<protocol>/<split>/seed<k>.json`` and record the
 metric on test (and on valid, where the model was selected), the chosen hyperparameters, the
@@ -56,19 +56,13 @@ def _table(processed: Path, columns: list[str] | None = None) -> pd.DataFrame:
     return pq.read_table(processed / "table.parquet", columns=columns).to_pandas()
 
 
-def run_features(config_path: str, dataset: str, model_path: str, processed: str, out: str, device: str | None = None,
-                 threads: int | None = None) -> None:
-    """Pooled frozen-encoder features of the evaluated rows -> ``out`` (.npz with ids, X)."""
-    import torch
-
+def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str, device: str | None = None) -> str:
+    """Pooled frozen-encoder features of the evaluated rows -> ``out`` (.npz with ids, X); returns the device."""
     from ..train.devices import pick_device
     from ..train.loop import load_pretrained
     from .features import extract_features
 
-    cfg = load_config(config_path)
     ev = cfg["evaluate"]
-    if threads:
-        torch.set_num_threads(threads)
     data = load_encoded(processed)
     rows = eval_rows(data.ids, ev["max_rows"])
     encoder, meta = load_pretrained(model_path, encoder_only=True)
@@ -78,6 +72,7 @@ def run_features(config_path: str, dataset: str, model_path: str, processed: str
     tmp = Path(out).with_suffix(".tmp.npz")
     np.savez(tmp, ids=data.ids[rows].astype(str), X=X)
     tmp.replace(out)
+    return str(dev)
 
 
 def _labels_and_folds(processed: Path, split_file: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,70 +83,100 @@ def _labels_and_folds(processed: Path, split_file: str, ids: np.ndarray) -> tupl
     return y, fold
 
 
-def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, split: str, seed: int, processed: str,
-                 split_file: str, out: str, features: str | None = None, model: str | None = None,
-                 device: str | None = None, threads: int | None = None) -> dict[str, Any]:
+def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, processed: str, outs: list[str],
+                 features: str | None = None, model: str | None = None, device: str | None = None,
+                 threads: int | None = None) -> list[dict[str, Any]]:
+    """Write every result of ``outs``: paths ``.../<split>/seed<k>.json`` that name the split (read
+    from ``<processed>/splits/<split>.parquet``) and the seed of each run.
+
+    ``linear`` first computes the frozen features of ``model`` into ``features`` (once for all
+    runs); ``classical`` reads the table once; ``finetune`` trains the encoder per run.
+    """
+    from ..report.aggregate import parse_result_path
+
     cfg = load_config(config_path)
     entry = load_registry(cfg["registry"])[dataset]
     task, metric = entry["task"], entry["metric"]
     ev = cfg["evaluate"]
     processed_p = Path(processed)
-    t0 = time.time()
-    provenance: dict[str, Any] = {}
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    runs = []
+    for out in outs:
+        try:
+            key = parse_result_path(Path(dataset) / method / protocol / Path(out).parent.name / Path(out).name)
+        except ValueError as e:
+            raise ConfigError(f"--out {out}: {e}") from None
+        runs.append((out, key.split, key.seed))
+    if threads and protocol != "classical":
+        import torch
+
+        torch.set_num_threads(threads)
+    shared: dict[str, Any] = {}
     device_used = "cpu"
+    t_shared = time.time()
     if protocol == "linear":
-        from .linear import linear_probe
-
-        if not features:
-            raise ConfigError("the linear protocol needs --features")
+        if not features or not model:
+            raise ConfigError("the linear protocol needs --features (written here) and --model")
+        device_used = run_features(cfg, model, processed_p, features, device)
         f = np.load(features, allow_pickle=False)
-        ids, X = f["ids"], f["X"]
-        y, fold = _labels_and_folds(processed_p, split_file, ids)
-        res = linear_probe(X, y, fold, task, metric, seed)
-        provenance["features_sha256"] = file_sha256(features)
-        if model:
-            provenance["checkpoint_sha256"] = file_sha256(model)
+        shared = {"ids": f["ids"], "X": f["X"], "provenance": {"features_sha256": file_sha256(features),
+                                                                "checkpoint_sha256": file_sha256(model)}}
+        print(f"{dataset}/{method}: features {shared['X'].shape} in {time.time() - t_shared:.1f}s", flush=True)
     elif protocol == "finetune":
-        from ..train.devices import pick_device, seed_everything
-        from ..train.loop import load_pretrained
-        from .finetune import finetune
-
         if not model:
             raise ConfigError("the finetune protocol needs --model")
-        seed_everything(seed, threads)
-        data = load_encoded(processed_p)
-        rows = eval_rows(data.ids, ev["max_rows"])
-        data = data.subset(rows)
-        y, fold = _labels_and_folds(processed_p, split_file, data.ids)
-        encoder, meta = load_pretrained(model, encoder_only=True)
-        dev = pick_device(device)
-        device_used = str(dev)
-        res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, task, metric,
-                       finetune_config(cfg, domain_of(cfg, dataset)),
-                       int(meta["max_len"]), seed, dev)
-        provenance["checkpoint_sha256"] = file_sha256(model)
-    elif protocol == "classical":
+        shared = {"provenance": {"checkpoint_sha256": file_sha256(model)}}
+    else:
         from .baselines import BASELINES
 
         if method not in BASELINES:
             raise ConfigError(f"no classical baseline named {method!r} (known: {', '.join(BASELINES)})")
         table = _table(processed_p)
         rows = eval_rows(table["id"].to_numpy(), ev["max_rows"])
-        table = table.iloc[rows].reset_index(drop=True)
-        y, fold = _labels_and_folds(processed_p, split_file, table["id"].to_numpy())
-        res = BASELINES[method][1](table, y, fold, task, metric, seed, threads or 1)
-    else:
-        raise ConfigError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
-    result = {
-        "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
-        "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper, "n": res.n,
-        "settings_hash": config_hash({"evaluate": ev, "domain": cfg["domains"][domain_of(cfg, dataset)]}),
-        "git": git_commit(), "wall_time_s": round(time.time() - t0, 3), "device": device_used,
-        "host": platform.node(), "python": platform.python_version(), **provenance,
-    }
-    result = json.loads(json.dumps(result, default=_json_default))  # numpy scalars -> JSON types
-    write_json_atomic(out, result)
-    return result
+        shared = {"table": table.iloc[rows].reset_index(drop=True), "provenance": {}}
+    shared_s = time.time() - t_shared
+    results = []
+    for out, split, seed in runs:
+        t0 = time.time()
+        split_file = processed_p / "splits" / f"{split}.parquet"
+        if protocol == "linear":
+            from .linear import linear_probe
+
+            y, fold = _labels_and_folds(processed_p, split_file, shared["ids"])
+            res = linear_probe(shared["X"], y, fold, task, metric, seed)
+        elif protocol == "finetune":
+            from ..train.devices import pick_device, seed_everything
+            from ..train.loop import load_pretrained
+            from .finetune import finetune
+
+            seed_everything(seed, threads)
+            data = load_encoded(processed_p)
+            data = data.subset(eval_rows(data.ids, ev["max_rows"]))
+            y, fold = _labels_and_folds(processed_p, split_file, data.ids)
+            encoder, meta = load_pretrained(model, encoder_only=True)
+            dev = pick_device(device)
+            device_used = str(dev)
+            res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, task, metric,
+                           finetune_config(cfg, domain_of(cfg, dataset)), int(meta["max_len"]), seed, dev)
+        else:
+            from .baselines import BASELINES
+
+            table = shared["table"]
+            y, fold = _labels_and_folds(processed_p, split_file, table["id"].to_numpy())
+            res = BASELINES[method][1](table, y, fold, task, metric, seed, threads or 1)
+        result = {
+            "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
+            "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper, "n": res.n,
+            "settings_hash": config_hash({"evaluate": ev, "domain": cfg["domains"][domain_of(cfg, dataset)]}),
+            "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
+            "device": device_used, "host": platform.node(), "python": platform.python_version(), **shared["provenance"],
+        }
+        result = json.loads(json.dumps(result, default=_json_default))  # numpy scalars -> JSON types
+        write_json_atomic(out, result)
+        print(f"{dataset}/{method}/{protocol}/{split}/seed{seed}: {metric} {result['test']:.4f} -> {out}", flush=True)
+        results.append(result)
+    return results
 
 
 def _json_default(o: Any) -> Any:

@@ -40,9 +40,12 @@ class ResultKey:
         return (self.dataset, self.method, self.protocol, split_kind(self.split))
 
     def log_path(self, logs_root: str | Path = "data/logs") -> str:
-        """Where the evaluate rule writes this run's log (``data/logs/evaluate/...``)."""
-        return (Path(logs_root) / "evaluate" / self.dataset / self.method / self.protocol / self.split
-                / f"seed{self.seed}.log").as_posix()
+        """Where the evaluate rule writes this run's log (``data/logs/evaluate/...``): one per
+        fine-tuning run, one per (dataset, method) for the linear and classical protocols."""
+        base = Path(logs_root) / "evaluate" / self.dataset / self.method
+        if self.protocol == "finetune":
+            return (base / self.protocol / self.split / f"seed{self.seed}.log").as_posix()
+        return (base / f"{self.protocol}.log").as_posix()
 
 
 def parse_result_path(path: str | Path) -> ResultKey:

@@ -1,9 +1,10 @@
 """The SLURM profile against a real one-node Slurm cluster on this machine (scripts/slurm_local.py).
 
-Runs a subset of config/ci.yaml (HIGGS: download -> prepare -> split, one pretrain, its features
-and one linear evaluation) through `--workflow-profile workflow/profiles/slurm`, checks that every
-job was an sbatch submission with the profile's partition, memory, CPUs and GPU request, and that
-the numbers equal those of a local run of the same targets. Needs root (apt-get install slurm-wlm
+Runs a subset of config/ci.yaml (HIGGS: download -> prepare -> split, one pretrain, its linear
+evaluation with the frozen features) through `--workflow-profile workflow/profiles/slurm`, checks
+that every job was an sbatch submission with the profile's partition, the memory and time of the
+config's `resources`, the rule's CPUs and the GPU request, and that the numbers equal those of a
+local run of the same targets. Needs root (apt-get install slurm-wlm
 munge, daemons started by hand); skipped, with the reason, where that is impossible.
 """
 import hashlib
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 TARGETS = ["data/results/higgs/sma/linear/fixed/seed0.json"]
 # the three tiny data rules go in one submission (a Snakemake group job); the rest one job each
-GROUPS = ["download_higgs=data", "prepare_higgs=data", "split=data"]
+GROUPS = ["download_higgs=data", "prepare_higgs=data", "split_physics=data"]
 SLURM_FLAGS = [
     "--workflow-profile", "workflow/profiles/slurm",
     "--slurm-status-command", "squeue",  # no slurmdbd here, hence no sacct
@@ -40,6 +41,9 @@ LOCAL_RUN_TIMEOUT_S = 480
 # fields of a result that depend on the machine or the clock, not on the computation
 VOLATILE = {"wall_time_s", "host", "checkpoint_sha256"}
 LOG_VOLATILE = {"tokens_per_s", "elapsed_s"}
+# the run config's per-step resources, which the jobs must ask Slurm for (paper-like sizes)
+RESOURCES = {"pretrain": (32000, 1440), "evaluate_linear": (16000, 180)}
+RESOURCES_YAML = "resources:\n" + "".join(f"  {k}: {{mem_mb: {m}, runtime: {r}}}\n" for k, (m, r) in RESOURCES.items())
 
 
 def _slurm_local():
@@ -57,6 +61,7 @@ def _workdir(path: Path) -> Path:
         else:
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, path / rel)
+    (path / "resources.yaml").write_text(RESOURCES_YAML)
     return path
 
 
@@ -101,12 +106,12 @@ def runs(tmp_path_factory, cluster):
     local_log = local / "snakemake.out"
     with open(local_log, "w") as out:
         local_proc = subprocess.Popen(
-            [*cmd, "--cores", "2", *TARGETS, "--configfile", "config/ci.yaml"],
+            [*cmd, "--cores", "2", *TARGETS, "--configfile", "config/ci.yaml", "resources.yaml"],
             cwd=local, env=_env(), stdout=out, stderr=subprocess.STDOUT,
         )
     try:
         s = subprocess.run(
-            [*cmd, *TARGETS, *SLURM_FLAGS, "--configfile", "config/ci.yaml"],
+            [*cmd, *TARGETS, *SLURM_FLAGS, "--configfile", "config/ci.yaml", "resources.yaml"],
             cwd=slurm, env=_env(), capture_output=True, text=True, timeout=SLURM_RUN_TIMEOUT_S,
         )
         slurm_out = s.stdout + s.stderr
@@ -128,7 +133,7 @@ def _scontrol(jobid: str) -> dict:
 
 def test_every_job_was_an_sbatch_submission_with_the_profile_resources(runs):
     jobids = re.findall(r"submitted with SLURM jobid (\d+)", runs["slurm_out"])
-    assert len(jobids) == 4, runs["slurm_out"][-3000:]
+    assert len(jobids) == 3, runs["slurm_out"][-3000:]
     by_rule = {}
     for jobid in jobids:
         info = _scontrol(jobid)
@@ -136,19 +141,20 @@ def test_every_job_was_an_sbatch_submission_with_the_profile_resources(runs):
         assert info["Partition"] == "maskbench", info  # MASKBENCH_SLURM_PARTITION -> sbatch -p
         # the plugin's --comment: rule_<rule>_wildcards_<values>, or rule_<group>_<rules> for a group
         by_rule[re.sub(r"^rule_|_wildcards_.*$", "", info["Comment"])] = info
-    assert set(by_rule) == {"data_download_higgs_prepare_higgs_split", "pretrain", "features", "evaluate_linear"}, by_rule
-    # per-rule resources of the profile: GPU rules get --gpus=1, memory and time as written there,
-    # cpus-per-task = the rule's threads
-    for rule, mem, minutes in [("pretrain", 32000, 1440), ("features", 16000, 120), ("evaluate_linear", 8000, 60)]:
-        info = by_rule[rule]
+    assert set(by_rule) == {"data_download_higgs_prepare_higgs_split_physics", "pretrain", "evaluate_linear_physics"}, by_rule
+    # memory and time from the config's resources.<step>; GPU steps get --gpus=1; cpus-per-task =
+    # the rule's threads
+    for rule, (mem, minutes) in RESOURCES.items():
+        info = by_rule[rule if rule == "pretrain" else f"{rule}_physics"]
         assert info["MinMemoryNode"] == f"{mem}M", (rule, info)
         h, m = divmod(minutes, 60)
         assert info["TimeLimit"] in (f"{h:02d}:{m:02d}:00", f"{h // 24}-{h % 24:02d}:{m:02d}:00"), (rule, info)
-    assert "gpu:1" in by_rule["pretrain"].get("TresPerJob", "") and "gpu:1" in by_rule["features"].get("TresPerJob", "")
-    assert "gpu" not in by_rule["evaluate_linear"].get("TresPerJob", "")
-    assert by_rule["pretrain"]["NumCPUs"] == "2" and by_rule["evaluate_linear"]["NumCPUs"] == "1"
+    linear, data = by_rule["evaluate_linear_physics"], by_rule["data_download_higgs_prepare_higgs_split_physics"]
+    assert "gpu:1" in by_rule["pretrain"].get("TresPerJob", "") and "gpu:1" in linear.get("TresPerJob", "")
+    assert "gpu" not in data.get("TresPerJob", "")
+    assert by_rule["pretrain"]["NumCPUs"] == "2" and linear["NumCPUs"] == "2"
     logs = sorted(p.relative_to(runs["slurm"]) for p in (runs["slurm"] / ".snakemake/slurm_logs").rglob("*.log"))
-    assert len(logs) == 4, logs
+    assert len(logs) == 3, logs
     for log in logs:
         text = (runs["slurm"] / log).read_text()
         assert "Finished jobid" in text, log  # the job's own Snakemake ran the rule

@@ -23,7 +23,9 @@ def test_parse_result_path_and_log_path():
     k = parse_result_path("data/results/bbbp/sma/linear/scaffold_balanced_seed1/seed1.json")
     assert k == ResultKey("bbbp", "sma", "linear", "scaffold_balanced_seed1", 1)
     assert k.cell == ("bbbp", "sma", "linear", "scaffold_balanced")
-    assert k.log_path() == "data/logs/evaluate/bbbp/sma/linear/scaffold_balanced_seed1/seed1.log"
+    assert k.log_path() == "data/logs/evaluate/bbbp/sma/linear.log"  # one linear job per (dataset, method)
+    f = parse_result_path("data/results/bbbp/sma/finetune/scaffold/seed2.json")
+    assert f.log_path() == "data/logs/evaluate/bbbp/sma/finetune/scaffold/seed2.log"
     with pytest.raises(ValueError):
         parse_result_path("data/results/bbbp/sma/linear/scaffold/result.json")
 

@@ -37,7 +37,7 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     write_result(res, "bbbp", "sma", "linear", "scaffold", 0, 0.70, "roc_auc")
     write_result(res, "esol", "sma", "linear", "scaffold", 0, 1.30, "rmse")
     write_result(res, "esol", "rf_morgan", "classical", "scaffold", 0, 1.10, "rmse")
-    fail_log = Path("data/logs/evaluate/esol/random/linear/scaffold/seed0.log")
+    fail_log = Path("data/logs/evaluate/esol/random/linear.log")
     fail_log.parent.mkdir(parents=True)
     fail_log.write_text("RuntimeError: boom\n")
     spec = InputSpec("discrete", max_len=MODEL["max_len"])
@@ -84,7 +84,7 @@ def test_build_report_end_to_end(workdir: Path):
     assert "16 planned, 9 with a result, 1 failed (log present), 6 not run" in md
     # cells: aggregated, failed, not run, reported; never NaN or empty
     assert "**0.740 ± 0.030 (n=3)**" in md                                   # sma beats random on bbbp
-    assert "failed (log: data/logs/evaluate/esol/random/linear/scaffold/seed0.log)" in md
+    assert "failed (log: data/logs/evaluate/esol/random/linear.log)" in md
     assert "not run" in md and "| reported |" in md and "| ours |" in md
     assert "span (not domain-agnostic)" in md and "rf_morgan (domain-specific baseline)" in md
     cells = _table_cells(md)

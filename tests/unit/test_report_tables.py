@@ -89,7 +89,7 @@ def test_gaps_say_failed_or_not_run_never_nan_or_empty(tmp_path: Path, results: 
                     {"span": "not domain-agnostic"}, REF, None, [("none", "linear")])
     ours = {(r.method, r.protocol): r for r in t.rows if r.source == "ours"}
     span = ours[("span", "linear")]
-    assert span.cells["esol"].text.startswith("failed (log: ") and "esol/span/linear/scaffold/seed0.log" in span.cells["esol"].text
+    assert span.cells["esol"].text.startswith("failed (log: ") and "esol/span/linear.log" in span.cells["esol"].text
     assert span.cells["bbbp"].text == "not run" and span.note == "not domain-agnostic"
     sma = ours[("sma", "linear")].cells["bbbp"]
     assert sma.status == "partial" and "2 of 3" in sma.text and "failed (log:" in sma.text

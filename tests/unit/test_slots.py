@@ -178,7 +178,8 @@ def test_a_killed_holder_frees_its_slot(sim: Path, tmp_path: Path, monkeypatch):
 
 
 def test_training_commands_hold_a_slot(sim: Path, monkeypatch):
-    """The CLI's pretrain, features and finetune evaluation run inside a slot; the linear probe does not."""
+    """The CLI's pretrain and the linear (it computes features) and finetune evaluations run inside a
+    slot; the classical baselines do not."""
     import pipeline_src.evaluate.run as eval_run
     import pipeline_src.train.pretrain as pretrain_mod
     from pipeline_src.cli import main
@@ -186,18 +187,17 @@ def test_training_commands_hold_a_slot(sim: Path, monkeypatch):
     seen = []
     record = lambda *a, **k: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))  # noqa: E731
     monkeypatch.setattr(pretrain_mod, "run_pretrain", record)
-    monkeypatch.setattr(eval_run, "run_features", record)
     monkeypatch.setattr(eval_run, "run_evaluate", record)
     monkeypatch.setenv("MASKBENCH_GPU_COUNT", "2")
     monkeypatch.setenv("MASKBENCH_GPU_WAIT_S", "5")
     common = ["--config", "c.yaml", "--processed", "p", "--out", "o"]
-    ev = ["evaluate", *common, "--dataset", "d", "--method", "m", "--split", "s", "--split-file", "f"]
+    ev = ["evaluate", *common, "--dataset", "d", "--method", "m"]
     with _fresh_slot():  # another job holds GPU 0
         os.environ.pop("CUDA_VISIBLE_DEVICES")  # the commands start as a new job would
         assert main(["pretrain", *common, "--corpus", "c", "--method", "m"]) == 0
-        assert main(["features", *common, "--dataset", "d", "--model", "m.pt"]) == 0
-        assert main([*ev, "--protocol", "finetune"]) == 0
         assert main([*ev, "--protocol", "linear"]) == 0
+        assert main([*ev, "--protocol", "finetune"]) == 0
+        assert main([*ev, "--protocol", "classical"]) == 0
         assert main(["pretrain", *common, "--corpus", "c", "--method", "m", "--device", "cpu"]) == 0
     assert seen == ["1", "1", "1", None, None]
     assert "CUDA_VISIBLE_DEVICES" not in os.environ

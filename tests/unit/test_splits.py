@@ -185,3 +185,27 @@ def test_split_names_and_write_split(prepared, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left
     splits.write_split(prepared["higgs"], "fixed", 0, tmp_path / "splits" / "fixed.parquet")
     assert pq.read_table(tmp_path / "splits" / "fixed.parquet").num_rows == len(table(prepared["higgs"]))
+
+
+def test_parse_split_name_inverts_split_name():
+    for kind, seed in [("scaffold", 0), ("fixed", 0), ("scaffold_balanced", 2), ("random", 11)]:
+        assert splits.parse_split_name(splits.split_name(kind, seed)) == (kind, seed)
+    for bad in ["bogus", "scaffold_seed1", "random", "random_seedx", "scaffold_balanced_seed-1", ""]:
+        with pytest.raises(splits.SplitError, match="not a split name"):
+            splits.parse_split_name(bad)
+
+
+def test_split_command_writes_every_named_split(prepared, tmp_path):
+    """One `split` call writes all of a task's splits, each named by its file."""
+    from pipeline_src.cli import main
+
+    d = prepared["bbbp"]
+    outs = [tmp_path / "s" / f"{n}.parquet" for n in ("scaffold", "scaffold_balanced_seed0", "scaffold_balanced_seed1")]
+    assert main(["split", "--registry", "config/datasets.yaml", "--dataset", "bbbp", "--processed", str(d),
+                 "--out", *map(str, outs)]) == 0
+    assert pq.read_table(outs[0]).to_pandas().equals(splits.make_split(table(d), "scaffold", 0))
+    assert pq.read_table(outs[2]).to_pandas().equals(splits.make_split(table(d), "scaffold_balanced", 1))
+    assert not pq.read_table(outs[1]).to_pandas().equals(pq.read_table(outs[2]).to_pandas())
+    with pytest.raises(splits.SplitError, match="not a split name"):
+        main(["split", "--registry", "config/datasets.yaml", "--dataset", "bbbp", "--processed", str(d),
+              "--out", str(tmp_path / "s" / "scaffold_seed3.parquet")])

@@ -1,4 +1,5 @@
 # Shared helpers: validated config, the dataset registry, and the list of targets.
+import os
 import shlex
 import sys
 
@@ -20,10 +21,30 @@ CONFIG_PATH = write_effective_config(config)
 # the interpreter running Snakemake, so rules see the same installed environment
 PY = f"{shlex.quote(sys.executable)} -m pipeline_src"
 
+_task_domain = {}
 for _domain, _d in config["domains"].items():
     for _ds in [_d["corpus"], *_d["tasks"]]:
         if _ds not in REGISTRY:
             raise ValueError(f"config: domains.{_domain} names dataset {_ds!r}, which is not in {config['registry']}")
+    for _ds in _d["tasks"]:
+        if _ds in _task_domain:
+            raise ValueError(f"config: task {_ds!r} is in domains.{_task_domain[_ds]} and domains.{_domain}")
+        _task_domain[_ds] = _domain
+
+# $MASKBENCH_SLURM_GPU_MODEL (e.g. a100): the GPU type the GPU steps ask the SLURM executor for
+_GPU_MODEL = os.environ.get("MASKBENCH_SLURM_GPU_MODEL", "").strip()
+
+
+def step_resources(step, gpu=False):
+    """A step's `resources:` from the config's `resources.<step>` (mem_mb, runtime). GPU steps
+    also ask for one GPU: locally `--resources gpu=N` caps how many run at once; on SLURM it is
+    --gpus=1 (--gpus=<model>:1 with $MASKBENCH_SLURM_GPU_MODEL)."""
+    res = dict(config["resources"][step])
+    if gpu:
+        res["gpu"] = 1
+        if _GPU_MODEL:
+            res["gpu_model"] = _GPU_MODEL
+    return res
 
 
 def used_datasets():
@@ -55,8 +76,8 @@ def processed_files(ds):
     return {"table": table, "qc": f"{base}/qc.json", "encoding": encoding}
 
 
-def split_names(ds, domain_cfg):
-    """Split file stems for a task, from the domain's `splits` and the run's seeds."""
+def split_names(domain_cfg):
+    """Split file stems for the tasks of a domain, from its `splits` and the run's seeds."""
     names = []
     for kind in domain_cfg["splits"]:
         if kind in ("scaffold", "fixed"):
@@ -72,7 +93,7 @@ def data_targets():
         out += list(processed_files(d["corpus"]).values())
         for t in d["tasks"]:
             out += list(processed_files(t).values())
-            out += [f"data/processed/{t}/splits/{s}.parquet" for s in split_names(t, d)]
+            out += [f"data/processed/{t}/splits/{s}.parquet" for s in split_names(d)]
     return list(dict.fromkeys(out))
 
 

@@ -1,5 +1,5 @@
 # download -> prepare -> splits. One download and one prepare rule per dataset (their outputs
-# differ by dataset), generated from the registry; the split rule is generic.
+# differ by dataset), generated from the registry; one split rule per domain.
 
 for _ds in used_datasets():
     _out = processed_files(_ds)
@@ -19,8 +19,7 @@ for _ds in used_datasets():
         benchmark:
             f"data/benchmarks/download/{_ds}.tsv"
         resources:
-            mem_mb=500,
-            runtime=30,
+            **step_resources("download"),
         shell:
             "{PY} download --config {CONFIG_PATH} --registry {params.registry} --dataset {params.dataset}"
             " --out {params.out} {params.mirrors} > {log} 2>&1"
@@ -45,31 +44,33 @@ for _ds in used_datasets():
         benchmark:
             f"data/benchmarks/prepare/{_ds}.tsv"
         resources:
-            mem_mb=4000 if is_sharded(_ds) else 2000,
-            runtime=60,
+            **step_resources("prepare"),
         shell:
             "{PY} prepare --registry {params.registry} --dataset {params.dataset} --raw {params.raw}"
             " --out {params.out} --threads {threads} > {log} 2>&1"
 
 
-rule split:
-    input:
-        table="data/processed/{dataset}/table.parquet",
-    output:
-        "data/processed/{dataset}/splits/{kind}.parquet",
-    wildcard_constraints:
-        kind=r"scaffold|fixed|(scaffold_balanced|random)_seed\d+",
-    params:
-        registry=config["registry"],
-        kind=lambda w: w.kind.split("_seed")[0],
-        seed=lambda w: int(w.kind.split("_seed")[1]) if "_seed" in w.kind else 0,
-    log:
-        "data/logs/split/{dataset}/{kind}.log",
-    benchmark:
-        "data/benchmarks/split/{dataset}/{kind}.tsv"
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    shell:
-        "{PY} split --registry {params.registry} --dataset {wildcards.dataset} --processed data/processed/{wildcards.dataset}"
-        " --kind {params.kind} --seed {params.seed} --out {output} > {log} 2>&1"
+# All splits of a task in one job (they read the same table): one rule per domain, since the
+# domain's `splits` and the run's seeds decide the file list.
+for _domain, _d in config["domains"].items():
+
+    rule:
+        name:
+            f"split_{_domain}"
+        input:
+            table="data/processed/{dataset}/table.parquet",
+        output:
+            [f"data/processed/{{dataset}}/splits/{s}.parquet" for s in split_names(_d)],
+        wildcard_constraints:
+            dataset="|".join(_d["tasks"]),
+        params:
+            registry=config["registry"],
+        log:
+            "data/logs/split/{dataset}.log",
+        benchmark:
+            "data/benchmarks/split/{dataset}.tsv"
+        resources:
+            **step_resources("split"),
+        shell:
+            "{PY} split --registry {params.registry} --dataset {wildcards.dataset}"
+            " --processed data/processed/{wildcards.dataset} --out {output} > {log} 2>&1"

@@ -1,14 +1,14 @@
 # evaluate: data/results/<dataset>/<method>/<protocol>/<split>/seed<k>.json
-# linear: frozen features computed once per (dataset, checkpoint), then a probe per split;
-# finetune: encoder + head per (split, seed); classical: the non-learned baselines.
+#   linear    one job per (task, method): pooled frozen features once (data/features/...npz), then
+#             a linear probe per split and seed (cheap: one process instead of one per split);
+#   classical one job per (task, baseline), every split and seed;
+#   finetune  one job per (task, method, split, seed): each trains the encoder.
+# The linear and classical rules are one per domain, since the domain's splits decide their outputs.
 from pipeline_src.evaluate.baselines import BASELINES, baselines_for
 
 
 def corpus_of_task(ds):
-    for d in config["domains"].values():
-        if ds in d["tasks"]:
-            return d["corpus"]
-    raise ValueError(f"{ds} is a task of no domain")
+    return config["domains"][_task_domain[ds]]["corpus"]
 
 
 def checkpoint(w):
@@ -19,9 +19,13 @@ def result_seeds(split, protocol):
     """Seeded splits carry their own seed; a finetune run varies its seed on every split; a
     deterministic probe on a deterministic split is run once."""
     if "_seed" in split:
-        seeds = [int(split.rsplit("_seed", 1)[1])]
-        return seeds
+        return [int(split.rsplit("_seed", 1)[1])]
     return list(config["seeds"]) if protocol == "finetune" else [config["seeds"][0]]
+
+
+def runs_of(domain_cfg, protocol):
+    """`<split>/seed<k>` of every result a (task, method, protocol) has in this domain."""
+    return [f"{s}/seed{k}" for s in split_names(domain_cfg) for k in result_seeds(s, protocol)]
 
 
 def eval_targets():
@@ -32,10 +36,8 @@ def eval_targets():
             runs = [(m, p) for m in config["methods_run"] for p in ev["protocols"]]
             if ev["baselines"]:
                 runs += [(b, "classical") for b in baselines_for(REGISTRY[ds]["input"]["kind"])]
-            for split in split_names(ds, d):
-                for method, protocol in runs:
-                    for k in result_seeds(split, protocol):
-                        out.append(f"data/results/{ds}/{method}/{protocol}/{split}/seed{k}.json")
+            for method, protocol in runs:
+                out += [f"data/results/{ds}/{method}/{protocol}/{r}.json" for r in runs_of(d, protocol)]
     return out
 
 
@@ -43,48 +45,59 @@ EVAL_TARGETS = eval_targets()
 _SPLIT_RE = r"scaffold|fixed|random_seed\d+|scaffold_balanced_seed\d+"
 
 
-rule features:
-    input:
-        model=checkpoint,
-        table="data/processed/{dataset}/table.parquet",
-    output:
-        "data/features/{dataset}/{method}.npz",
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=4000,
-        runtime=120,
-    log:
-        "data/logs/features/{dataset}/{method}.log",
-    benchmark:
-        "data/benchmarks/features/{dataset}/{method}.tsv"
-    shell:
-        "{PY} features --config {CONFIG_PATH} --dataset {wildcards.dataset} --model {input.model}"
-        " --processed data/processed/{wildcards.dataset} --out {output} --threads {threads} > {log} 2>&1"
+def task_splits(w):
+    return [f"data/processed/{w.dataset}/splits/{s}.parquet" for s in split_names(config["domains"][_task_domain[w.dataset]])]
 
 
-rule evaluate_linear:
-    input:
-        features="data/features/{dataset}/{method}.npz",
-        model=checkpoint,
-        split="data/processed/{dataset}/splits/{split}.parquet",
-    output:
-        "data/results/{dataset}/{method}/linear/{split}/seed{seed}.json",
-    wildcard_constraints:
-        split=_SPLIT_RE,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    log:
-        "data/logs/evaluate/{dataset}/{method}/linear/{split}/seed{seed}.log",
-    benchmark:
-        "data/benchmarks/evaluate/{dataset}/{method}/linear/{split}/seed{seed}.tsv"
-    shell:
-        "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --protocol linear --split {wildcards.split} --seed {wildcards.seed}"
-        " --processed data/processed/{wildcards.dataset} --split-file {input.split}"
-        " --features {input.features} --model {input.model} --out {output} > {log} 2>&1"
+for _domain, _d in config["domains"].items():
+
+    rule:
+        name:
+            f"evaluate_linear_{_domain}"
+        input:
+            model=checkpoint,
+            table="data/processed/{dataset}/table.parquet",
+            splits=task_splits,
+        output:
+            features="data/features/{dataset}/{method}.npz",
+            results=[f"data/results/{{dataset}}/{{method}}/linear/{r}.json" for r in runs_of(_d, "linear")],
+        wildcard_constraints:
+            dataset="|".join(_d["tasks"]),
+            method="|".join(config["methods"]),
+        threads: 1  # mostly single-threaded work: two such jobs share two cores better than one
+        resources:
+            **step_resources("evaluate_linear", gpu=True),
+        log:
+            "data/logs/evaluate/{dataset}/{method}/linear.log",
+        benchmark:
+            "data/benchmarks/evaluate/{dataset}/{method}/linear.tsv"
+        shell:
+            "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
+            " --protocol linear --processed data/processed/{wildcards.dataset} --model {input.model}"
+            " --features {output.features} --out {output.results} --threads {threads} > {log} 2>&1"
+
+    rule:
+        name:
+            f"evaluate_classical_{_domain}"
+        input:
+            table="data/processed/{dataset}/table.parquet",
+            splits=task_splits,
+        output:
+            [f"data/results/{{dataset}}/{{method}}/classical/{r}.json" for r in runs_of(_d, "classical")],
+        wildcard_constraints:
+            dataset="|".join(_d["tasks"]),
+            method="|".join(BASELINES),
+        threads: 2
+        resources:
+            **step_resources("evaluate_classical"),
+        log:
+            "data/logs/evaluate/{dataset}/{method}/classical.log",
+        benchmark:
+            "data/benchmarks/evaluate/{dataset}/{method}/classical.tsv"
+        shell:
+            "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
+            " --protocol classical --processed data/processed/{wildcards.dataset}"
+            " --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule evaluate_finetune:
@@ -98,39 +111,13 @@ rule evaluate_finetune:
         split=_SPLIT_RE,
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=6000,
-        runtime=600,
+        **step_resources("evaluate_finetune", gpu=True),
     log:
         "data/logs/evaluate/{dataset}/{method}/finetune/{split}/seed{seed}.log",
     benchmark:
         "data/benchmarks/evaluate/{dataset}/{method}/finetune/{split}/seed{seed}.tsv"
     shell:
         "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --protocol finetune --split {wildcards.split} --seed {wildcards.seed}"
-        " --processed data/processed/{wildcards.dataset} --split-file {input.split}"
-        " --model {input.model} --out {output} --threads {threads} > {log} 2>&1"
-
-
-rule evaluate_classical:
-    input:
-        table="data/processed/{dataset}/table.parquet",
-        split="data/processed/{dataset}/splits/{split}.parquet",
-    output:
-        "data/results/{dataset}/{method}/classical/{split}/seed{seed}.json",
-    wildcard_constraints:
-        split=_SPLIT_RE,
-        method="|".join(BASELINES),
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        "data/logs/evaluate/{dataset}/{method}/classical/{split}/seed{seed}.log",
-    benchmark:
-        "data/benchmarks/evaluate/{dataset}/{method}/classical/{split}/seed{seed}.tsv"
-    shell:
-        "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --protocol classical --split {wildcards.split} --seed {wildcards.seed}"
-        " --processed data/processed/{wildcards.dataset} --split-file {input.split}"
+        " --protocol finetune --processed data/processed/{wildcards.dataset} --model {input.model}"
         " --out {output} --threads {threads} > {log} 2>&1"
+

@@ -28,9 +28,7 @@ rule pretrain:
         out=lambda w: f"data/checkpoints/{w.corpus}/{w.method}",
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=6000,
-        runtime=lambda w: 60 * 24,
+        **step_resources("pretrain", gpu=True),
     log:
         "data/logs/pretrain/{corpus}/{method}.log",
     benchmark:

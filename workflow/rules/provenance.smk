@@ -42,8 +42,7 @@ rule provenance:
         out="reports/pipeline_info",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **step_resources("provenance"),
     log:
         "data/logs/provenance.log",
     shell:

@@ -39,8 +39,7 @@ rule report:
         plots=directory("reports/plots"),
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **step_resources("report"),
     log:
         "data/logs/report.log",
     benchmark:
