@@ -444,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         clean_failures = 0
         recoveries += pending_recovery
         pending_recovery = 0
-        if len(faults) >= a.faults and nothing_to_do(wd, a.cores):
+        if nothing_to_do(wd, a.cores):
+            if len(faults) < a.faults:
+                log(f"the workflow finished after {len(faults)} of {a.faults} faults; a smaller --gap fits more")
             break
-        if len(faults) >= a.faults:
-            log("finished but work remains; running again")
+        log("finished but work remains; running again")
     faulted_wall = time.time() - t0
     if ref_thread is not None:
         log("waiting for the reference run")

@@ -5,6 +5,7 @@ the validation fold (never on test); the chosen model is then scored on test.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -42,17 +43,19 @@ def linear_probe(X: np.ndarray, y: np.ndarray, fold: np.ndarray, task: str, metr
     mu, sd = X[tr].mean(0), X[tr].std(0)
     Z = (X - mu) / np.where(sd > 1e-8, sd, 1.0)
     if task == "regression":
-        grid = [("alpha", a, lambda a=a: Ridge(alpha=a)) for a in ALPHAS]
+        key, grid, model = "alpha", ALPHAS, Ridge()
     else:
-        grid = [("C", c, lambda c=c: LogisticRegression(C=c, max_iter=500, random_state=seed)) for c in CS]
+        # the C path from strong to weak penalty, each fit starting from the previous solution
+        # (warm start): the same optima in far fewer iterations (many-class tasks, e.g. remote homology)
+        key, grid, model = "C", CS, LogisticRegression(max_iter=500, random_state=seed, warm_start=True)
     best = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for key, value, make in grid:
-            model = make().fit(Z[tr], y[tr])
+        for value in grid:
+            model.set_params(**{key: value}).fit(Z[tr], y[tr])
             v = compute_metric(metric, y[va], _predict(model, Z[va], task, metric))
             if best is None or is_better(metric, v, best[0]):
-                best = (v, key, value, model)
+                best = (v, key, value, copy.deepcopy(model))
     v, key, value, model = best
     test = compute_metric(metric, y[te], _predict(model, Z[te], task, metric))
     return ProbeResult(test=test, valid=v, hyper={key: value}, n={"train": int(tr.sum()), "valid": int(va.sum()), "test": int(te.sum())})

@@ -101,10 +101,14 @@ class CellSource:
         return list(dict.fromkeys(sk for ds, _, _, sk in keys if ds in datasets))
 
     def _failed_logs(self, cell: tuple[str, str, str, str], missing: list[ResultKey]) -> list[str]:
-        if self.expected is not None:
-            return [k.log_path(self.logs_root) for k in missing if Path(k.log_path(self.logs_root)).exists()]
+        if self.expected is not None:  # one log per job; a linear or classical job has several runs
+            return list(dict.fromkeys(k.log_path(self.logs_root) for k in missing
+                                      if Path(k.log_path(self.logs_root)).exists()))
         ds, m, p, sk = cell
         base = Path(self.logs_root) / "evaluate" / ds / m / p
+        job_log = base.with_name(f"{p}.log")  # linear / classical: one job for every split and seed
+        if job_log.exists() and not any(k.cell == cell for k in self.present):
+            return [job_log.as_posix()]
         if not base.is_dir():
             return []
         logs = [q for q in sorted(base.glob("*/seed*.log"))

@@ -209,3 +209,29 @@ def test_split_command_writes_every_named_split(prepared, tmp_path):
     with pytest.raises(splits.SplitError, match="not a split name"):
         main(["split", "--registry", "config/datasets.yaml", "--dataset", "bbbp", "--processed", str(d),
               "--out", str(tmp_path / "s" / "scaffold_seed3.parquet")])
+
+
+def test_evaluate_command_writes_one_result_per_out(prepared, tmp_path):
+    """One `evaluate` call runs every (split, seed) its --out paths name; each result equals the
+    same run made alone; a path that names no split and seed is refused before any work."""
+    import json
+
+    from pipeline_src.cli import main
+
+    d = prepared["bbbp"]
+    for name in ("scaffold", "scaffold_balanced_seed1"):
+        splits.write_split(d, *splits.parse_split_name(name), d / "splits" / f"{name}.parquet")
+    common = ["evaluate", "--config", "config/ci.yaml", "--dataset", "bbbp", "--method", "rf_morgan",
+              "--protocol", "classical", "--processed", str(d), "--threads", "1"]
+    both = [tmp_path / "both" / "scaffold" / "seed0.json", tmp_path / "both" / "scaffold_balanced_seed1" / "seed1.json"]
+    assert main([*common, "--out", *map(str, both)]) == 0
+    alone = tmp_path / "alone" / "scaffold_balanced_seed1" / "seed1.json"
+    assert main([*common, "--out", str(alone)]) == 0
+    a, b = (json.loads(p.read_text()) for p in both)
+    assert (a["split"], a["seed"], b["split"], b["seed"]) == ("scaffold", 0, "scaffold_balanced_seed1", 1)
+    assert a["test"] != b["test"]  # two different splits were evaluated
+    c = json.loads(alone.read_text())
+    assert (b["test"], b["valid"], b["n"]) == (c["test"], c["valid"], c["n"])
+    bad = tmp_path / "bad" / "scaffold" / "run0.json"
+    assert main([*common, "--out", str(both[0]), str(bad)]) == 2
+    assert not bad.exists()

@@ -27,6 +27,9 @@ rule pretrain:
         processed=lambda w: f"data/processed/{w.corpus}",
         out=lambda w: f"data/checkpoints/{w.corpus}/{w.method}",
     threads: 2
+    # before any evaluation job that is ready at the same time: the long jobs start first, and
+    # the one-thread evaluation jobs fill the cores around them instead of trailing at the end
+    priority: 10
     resources:
         **step_resources("pretrain", gpu=True),
     log:
