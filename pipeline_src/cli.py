@@ -42,8 +42,8 @@ def cmd_split(a: argparse.Namespace) -> None:
 
     entry = _registry_entry(a.registry, a.dataset)
     fractions = tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1)))
-    for out in a.out:
-        kind, seed = parse_split_name(Path(out).name.removesuffix(".parquet"))
+    named = [(out, *parse_split_name(Path(out).name.removesuffix(".parquet"))) for out in a.out]  # all names first
+    for out, kind, seed in named:
         write_split(Path(a.processed), kind, seed, Path(out), fractions=fractions)
         print(f"{a.dataset}: wrote {out}", flush=True)
 
@@ -151,12 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
+    from .data.splits import SplitError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except SplitError as e:
+        print(f"split error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
         from .data.download import DownloadError

@@ -18,6 +18,7 @@ for _ds in used_datasets():
             f"data/logs/download/{_ds}.log",
         benchmark:
             f"data/benchmarks/download/{_ds}.tsv"
+        priority: 20  # the data jobs first (MOSES prepare gates every chemistry job)
         resources:
             **step_resources("download"),
         shell:
@@ -43,6 +44,7 @@ for _ds in used_datasets():
             f"data/logs/prepare/{_ds}.log",
         benchmark:
             f"data/benchmarks/prepare/{_ds}.tsv"
+        priority: 20
         resources:
             **step_resources("prepare"),
         shell:
