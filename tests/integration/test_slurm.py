@@ -152,7 +152,7 @@ def test_every_job_was_an_sbatch_submission_with_the_profile_resources(runs):
     linear, data = by_rule["evaluate_linear_physics"], by_rule["data_download_higgs_prepare_higgs_split_physics"]
     assert "gpu:1" in by_rule["pretrain"].get("TresPerJob", "") and "gpu:1" in linear.get("TresPerJob", "")
     assert "gpu" not in data.get("TresPerJob", "")
-    assert by_rule["pretrain"]["NumCPUs"] == "2" and linear["NumCPUs"] == "2"
+    assert by_rule["pretrain"]["NumCPUs"] == "2" and linear["NumCPUs"] == "1"  # the rules' threads
     logs = sorted(p.relative_to(runs["slurm"]) for p in (runs["slurm"] / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(logs) == 3, logs
     for log in logs:
