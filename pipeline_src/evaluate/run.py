@@ -126,7 +126,9 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     elif protocol == "finetune":
         if not model:
             raise ConfigError("the finetune protocol needs --model")
-        shared = {"provenance": {"checkpoint_sha256": file_sha256(model)}}
+        data = load_encoded(processed_p)
+        shared = {"data": data.subset(eval_rows(data.ids, ev["max_rows"])),
+                  "provenance": {"checkpoint_sha256": file_sha256(model)}}
     else:
         from .baselines import BASELINES
 
@@ -151,8 +153,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
             from .finetune import finetune
 
             seed_everything(seed, threads)
-            data = load_encoded(processed_p)
-            data = data.subset(eval_rows(data.ids, ev["max_rows"]))
+            data = shared["data"]
             y, fold = _labels_and_folds(processed_p, split_file, data.ids)
             encoder, meta = load_pretrained(model, encoder_only=True)
             dev = pick_device(device)

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import COPY, ROOT
+from .conftest import ROOT, copy_workflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -54,13 +53,7 @@ def _slurm_local():
 
 
 def _workdir(path: Path) -> Path:
-    for rel in COPY:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, path / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, path / rel)
+    copy_workflow(path)
     (path / "resources.yaml").write_text(RESOURCES_YAML)
     return path
 

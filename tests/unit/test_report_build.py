@@ -3,26 +3,16 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline_src.data.batch import InputSpec
 from pipeline_src.report.build import add_arguments, build_report, main_from_args
 from pipeline_src.report.masks import masked_text, sma_masks
 from test_report_support import (MODEL, REFERENCE, write_config, write_log, write_model, write_numeric_corpus,
                                  write_result, write_smiles_corpus)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture
