@@ -42,9 +42,10 @@ def cmd_split(a: argparse.Namespace) -> None:
 
     entry = _registry_entry(a.registry, a.dataset)
     fractions = tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1)))
-    named = [(out, *parse_split_name(Path(out).name.removesuffix(".parquet"))) for out in a.out]  # all names first
-    for out, kind, seed in named:
-        write_split(Path(a.processed), kind, seed, Path(out), fractions=fractions)
+    named = [(out, parse_split_name(Path(out).name.removesuffix(".parquet"))) for out in a.out]  # all names first
+    for out, spec in named:
+        write_split(Path(a.processed), spec.kind, spec.seed, Path(out), fractions=fractions, fold=spec.fold,
+                    cv_folds=a.cv_folds, valid_fraction=a.cv_valid_fraction)
         print(f"{a.dataset}: wrote {out}", flush=True)
 
 
@@ -101,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--processed", required=True)
     s.add_argument("--out", required=True, nargs="+",
-                   help="split files named by their split: .../scaffold.parquet, .../scaffold_balanced_seed1.parquet, ...")
+                   help="split files named by their split: .../scaffold.parquet, .../scaffold_balanced_seed1.parquet, "
+                        ".../scaffold_cv_r0_f3.parquet, ...")
+    s.add_argument("--cv-folds", type=int, default=5, help="scaffold_cv: folds per repeat (the config's scaffold_cv.folds)")
+    s.add_argument("--cv-valid-fraction", type=float, default=0.1,
+                   help="scaffold_cv: share of all molecules carved from the training folds as valid")
     s.set_defaults(func=cmd_split)
 
     s = sub.add_parser("pretrain", help="pretrain one method on one corpus -> model.pt + log.jsonl (resumable)")

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..config import ConfigError, config_hash, domain_of, finetune_config, load_config, load_registry
+from ..config import ConfigError, domain_of, load_config, load_registry
+from ..paths import parse_result_path
+from ..plan import eval_settings_hash, finetune_settings
 from ..data.atomic import write_json_atomic
 from ..data.encode import load_encoded
 
@@ -43,28 +45,70 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def eval_rows(table_ids: np.ndarray, max_rows: int | None, seed: int = 0) -> np.ndarray:
-    """Row positions evaluated: all, or a fixed subset of ``max_rows`` chosen by a seeded hash of
-    the ids (independent of the split, so every split and method sees the same rows)."""
-    if max_rows is None or len(table_ids) <= max_rows:
-        return np.arange(len(table_ids))
-    keys = np.array([hashlib.blake2b(f"maskbench-eval-rows:{seed}:{i}".encode(), digest_size=8).hexdigest() for i in table_ids])
-    return np.sort(np.argsort(keys, kind="stable")[:max_rows])
+def _row_keys(ids: np.ndarray, seed: int = 0) -> np.ndarray:
+    return np.array([hashlib.blake2b(f"maskbench-train-rows:{seed}:{i}".encode(), digest_size=8).hexdigest() for i in ids])
+
+
+def subsample_train(fold: np.ndarray, y: np.ndarray, keys: np.ndarray, max_train_rows: int | None,
+                    stratify: bool) -> np.ndarray:
+    """``fold`` with all but ``max_train_rows`` train rows marked ``unused``; valid and test are
+    never touched. The kept rows are those with the smallest hash ``keys`` (fixed per row id, so
+    every method and seed sees the same rows), per class in proportion to the class counts when
+    ``stratify`` (largest remainders; every class present keeps at least one row)."""
+    train = np.flatnonzero(fold == "train")
+    if max_train_rows is None or len(train) <= max_train_rows:
+        return fold
+    if stratify:
+        classes, counts = np.unique(y[train], return_counts=True)
+        exact = counts * max_train_rows / len(train)
+        quota = np.maximum(np.floor(exact).astype(int), 1)
+        for i in np.argsort(-(exact - np.floor(exact)), kind="stable")[:max(0, max_train_rows - int(quota.sum()))]:
+            quota[i] += 1
+        keep = np.concatenate([train[y[train] == c][np.argsort(keys[train[y[train] == c]], kind="stable")[:q]]
+                               for c, q in zip(classes, quota)])
+    else:
+        keep = train[np.argsort(keys[train], kind="stable")[:max_train_rows]]
+    out = fold.astype(object).copy()
+    out[train] = "unused"
+    out[keep] = "train"
+    return out
+
+
+def check_class_counts(dataset: str, split: str, fold: np.ndarray, y: np.ndarray, metric: str, minimum: int = 10) -> None:
+    """ROC-AUC needs at least ``minimum`` examples of each class in valid and test (the config's
+    ``evaluate.min_class_examples``; fewer make the metric noise)."""
+    if metric != "roc_auc":
+        return
+    for part in ("valid", "test"):
+        yy = y[fold == part]
+        for c in (0, 1):
+            if int((yy == c).sum()) < minimum:
+                raise ConfigError(f"{dataset}, split {split}: the {part} fold has {int((yy == c).sum())} examples of "
+                                  f"class {c}, fewer than {minimum} (evaluate.min_class_examples); ROC-AUC there "
+                                  "would be noise")
+
+
+def fold_sizes(fold: np.ndarray, y: np.ndarray, task: str) -> dict[str, int]:
+    """Rows per fold (and positives per fold for binary tasks), as the report shows them."""
+    n = {k: int((fold == k).sum()) for k in ("train", "valid", "test")}
+    if task == "binary":
+        n.update({f"{k}_pos": int((y[fold == k] == 1).sum()) for k in ("train", "valid", "test")})
+    return n
 
 
 def _table(processed: Path, columns: list[str] | None = None) -> pd.DataFrame:
     return pq.read_table(processed / "table.parquet", columns=columns).to_pandas()
 
 
-def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str, device: str | None = None) -> str:
-    """Pooled frozen-encoder features of the evaluated rows -> ``out`` (.npz with ids, X); returns the device."""
+def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str, rows: np.ndarray,
+                 device: str | None = None) -> str:
+    """Pooled frozen-encoder features of the table rows ``rows`` -> ``out`` (.npz with ids, X); returns the device."""
     from ..train.devices import pick_device
     from ..train.loop import load_pretrained
     from .features import extract_features
 
     ev = cfg["evaluate"]
     data = load_encoded(processed)
-    rows = eval_rows(data.ids, ev["max_rows"])
     encoder, meta = load_pretrained(model_path, encoder_only=True)
     dev = pick_device(device)
     X = extract_features(encoder, data.subset(rows), int(meta["max_len"]), ev["feature_batch_size"], dev)
@@ -75,12 +119,25 @@ def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str
     return str(dev)
 
 
-def _labels_and_folds(processed: Path, split_file: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = _table(processed, ["id", "label"]).set_index("id")
+def _read_fold(split_file: Path, ids: np.ndarray) -> np.ndarray:
     s = pq.read_table(split_file).to_pandas().set_index("id")
-    y = t.loc[ids, "label"].to_numpy()
-    fold = s.loc[ids, "fold"].astype(str).to_numpy()
-    return y, fold
+    return s.loc[ids, "fold"].astype(str).to_numpy(dtype=object)
+
+
+def plan_folds(processed: Path, splits: list[str], dataset: str, task: str, metric: str,
+               max_train_rows: int | None, min_class_examples: int = 10) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The table's ids and labels, and per split the fold of every row after the training part is
+    subsampled; checks each split's class counts first (before any work)."""
+    t = _table(processed, ["id", "label"])
+    ids, y = t["id"].astype(str).to_numpy(), t["label"].to_numpy()
+    keys = _row_keys(ids)
+    folds = {}
+    for split in splits:
+        fold = subsample_train(_read_fold(processed / "splits" / f"{split}.parquet", ids), y, keys, max_train_rows,
+                               stratify=task != "regression")
+        check_class_counts(dataset, split, fold, y, metric, min_class_examples)
+        folds[split] = fold
+    return ids, y, folds
 
 
 def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, processed: str, outs: list[str],
@@ -92,10 +149,10 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     ``linear`` first computes the frozen features of ``model`` into ``features`` (once for all
     runs); ``classical`` reads the table once; ``finetune`` trains the encoder per run.
     """
-    from ..report.aggregate import parse_result_path
 
     cfg = load_config(config_path)
-    entry = load_registry(cfg["registry"])[dataset]
+    registry = load_registry(cfg["registry"])
+    entry = registry[dataset]
     task, metric = entry["task"], entry["metric"]
     ev = cfg["evaluate"]
     processed_p = Path(processed)
@@ -108,6 +165,13 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         except ValueError as e:
             raise ConfigError(f"--out {out}: {e}") from None
         runs.append((out, key.split, key.seed))
+    ids, y, folds = plan_folds(processed_p, list(dict.fromkeys(s for _, s, _ in runs)), dataset, task, metric,
+                               ev["max_train_rows"], ev["min_class_examples"])
+    used = np.zeros(len(ids), dtype=bool)                        # rows some run reads
+    for fold in folds.values():
+        used |= np.isin(fold, ("train", "valid", "test"))
+    rows = np.flatnonzero(used)
+    settings = eval_settings_hash(cfg, registry, dataset, protocol)
     if threads and protocol != "classical":
         import torch
 
@@ -118,58 +182,54 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     if protocol == "linear":
         if not features or not model:
             raise ConfigError("the linear protocol needs --features (written here) and --model")
-        device_used = run_features(cfg, model, processed_p, features, device)
+        device_used = run_features(cfg, model, processed_p, features, rows, device)
         f = np.load(features, allow_pickle=False)
-        shared = {"ids": f["ids"], "X": f["X"], "provenance": {"features_sha256": file_sha256(features),
-                                                                "checkpoint_sha256": file_sha256(model)}}
+        shared = {"X": f["X"], "provenance": {"features_sha256": file_sha256(features),
+                                               "checkpoint_sha256": file_sha256(model)}}
         print(f"{dataset}/{method}: features {shared['X'].shape} in {time.time() - t_shared:.1f}s", flush=True)
     elif protocol == "finetune":
         if not model:
             raise ConfigError("the finetune protocol needs --model")
         data = load_encoded(processed_p)
-        shared = {"data": data.subset(eval_rows(data.ids, ev["max_rows"])),
-                  "provenance": {"checkpoint_sha256": file_sha256(model)}}
+        if not np.array_equal(data.ids.astype(str), ids):
+            raise ConfigError(f"{processed_p}: the encoded inputs and the table list different ids")
+        shared = {"data": data.subset(rows), "provenance": {"checkpoint_sha256": file_sha256(model)}}
     else:
         from .baselines import BASELINES
 
         if method not in BASELINES:
             raise ConfigError(f"no classical baseline named {method!r} (known: {', '.join(BASELINES)})")
-        table = _table(processed_p)
-        rows = eval_rows(table["id"].to_numpy(), ev["max_rows"])
-        shared = {"table": table.iloc[rows].reset_index(drop=True), "provenance": {}}
+        shared = {"table": _table(processed_p).iloc[rows].reset_index(drop=True), "provenance": {}}
     shared_s = time.time() - t_shared
+    y_rows = y[rows]
     results = []
     for out, split, seed in runs:
         t0 = time.time()
-        split_file = processed_p / "splits" / f"{split}.parquet"
+        fold = folds[split][rows]
         if protocol == "linear":
             from .linear import linear_probe
 
-            y, fold = _labels_and_folds(processed_p, split_file, shared["ids"])
-            res = linear_probe(shared["X"], y, fold, task, metric, seed)
+            res = linear_probe(shared["X"], y_rows, fold, task, metric, seed)
         elif protocol == "finetune":
             from ..train.devices import pick_device, seed_everything
             from ..train.loop import load_pretrained
             from .finetune import finetune
 
             seed_everything(seed, threads)
-            data = shared["data"]
-            y, fold = _labels_and_folds(processed_p, split_file, data.ids)
             encoder, meta = load_pretrained(model, encoder_only=True)
             dev = pick_device(device)
             device_used = str(dev)
-            res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, task, metric,
-                           finetune_config(cfg, domain_of(cfg, dataset)), int(meta["max_len"]), seed, dev)
+            res = finetune(encoder, int(meta["model_cfg"]["dim"]), shared["data"], y_rows, fold, task, metric,
+                           finetune_settings(cfg, domain_of(cfg, dataset)), int(meta["max_len"]), seed, dev)
         else:
             from .baselines import BASELINES
 
-            table = shared["table"]
-            y, fold = _labels_and_folds(processed_p, split_file, table["id"].to_numpy())
-            res = BASELINES[method][1](table, y, fold, task, metric, seed, threads or 1)
+            res = BASELINES[method][1](shared["table"], y_rows, fold, task, metric, seed, threads or 1)
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
-            "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper, "n": res.n,
-            "settings_hash": config_hash({"evaluate": ev, "domain": cfg["domains"][domain_of(cfg, dataset)]}),
+            "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper,
+            "n": {**res.n, **fold_sizes(fold, y_rows, task)},
+            "settings_hash": settings,
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
             "device": device_used, "host": platform.node(), "python": platform.python_version(), **shared["provenance"],
         }

@@ -56,6 +56,12 @@ class Method(nn.Module):
     def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
         raise NotImplementedError
 
+    def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
+        """Mean reconstruction loss of the ``mask``-ed tokens (mask [B, N] bool, given), as the method
+        reconstructs at the end of a step: the held-out diagnostic, comparable across methods since
+        every method gets the same masks. Methods without a decoder raise NotImplementedError."""
+        raise NotImplementedError(f"method {self.name!r} does not reconstruct")
+
     # --- randomness -------------------------------------------------------------------------
     def position_noise(self, batch_size: int, n: int, generator: torch.Generator | None,
                        device: torch.device) -> Tensor:
@@ -99,6 +105,10 @@ class MaskedAutoencoder(Method):
         n_valid = batch.n_valid.sum().clamp(min=1)
         stats = {"mask_ratio": float(mask.sum() / n_valid), **stats}
         return MethodOutput(loss, stats)
+
+    def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
+        enc = self.encoder.encode_embedded(self.encoder.embed(batch), batch.padding_mask, mask)
+        return self.reconstruct(batch, enc, mask)
 
     def reconstruct(self, batch: Batch, enc: Encoding, mask: Tensor) -> Tensor:
         idx, pad = masked_index(mask)                                 # [B, M]

@@ -62,6 +62,25 @@ class MetaMAE(Method):
         self.projector = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                        nn.Linear(hidden, max(dim // 2, 1)))
 
+    def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
+        """The query loss of ``mask`` after the inner step on the latent (support: the visible and
+        Nearby-S tokens), as in training; no contrastive term."""
+        pad, kind = batch.padding_mask, self.spec.kind
+        visible = ~pad & ~mask
+        n_near = torch.floor(mask.sum(1).double() * float(self.cfg["support_ratio"]) + 0.5).long()
+        near = nearby_mask(self.encoder.embedding.pos[:pad.shape[1]].detach(), visible, mask, n_near)
+        with torch.enable_grad():
+            enc = self.encoder.encode(batch, mask)
+            z = enc.h.detach().requires_grad_(True)                                          # [B, L, D]
+            idx, q_pad = masked_index(~pad)
+            pos, target = self.encoder.embedding.pos[idx], gather_tokens(batch.x, idx)
+            at = lambda m: gather_tokens(m, idx) & ~q_pad                                    # noqa: E731
+            with sdpa_kernel(SDPBackend.MATH):
+                support = per_sample_loss(self.decoder(pos, z, enc.padding_mask, q_pad), target, at(visible | near), kind)
+                (grad,) = torch.autograd.grad(support.sum(), z)
+        z_star = (z - float(self.cfg["inner_lr"]) * grad).detach()
+        return reconstruction_loss(self.decoder(pos, z_star, enc.padding_mask, q_pad), target, at(mask), kind).detach()
+
     def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
         pad, kind = batch.padding_mask, self.spec.kind
         b, n = pad.shape

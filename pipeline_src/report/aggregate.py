@@ -1,62 +1,47 @@
 """Result JSONs -> one DataFrame; mean ± std over the seeds and seeded splits of one kind.
 
-A cell of the report is (dataset, method, protocol, split kind): ``scaffold_balanced_seed0..2``
-aggregate to ``scaffold_balanced``, ``random_seed<k>`` to ``random``; ``scaffold`` and ``fixed``
-repeat over finetune seeds. ``std`` is the sample standard deviation (ddof = 1), NaN when n = 1.
+A cell of the report is (dataset, method, protocol, split kind): the results of every (pretraining
+seed, split) unit of that kind — ``scaffold_cv_r<r>_f<k>`` aggregate to ``scaffold_cv``,
+``scaffold_balanced_seed<k>`` to ``scaffold_balanced``; ``scaffold`` and ``fixed`` repeat over the
+pretraining seeds. ``std`` is the sample standard deviation (ddof = 1), NaN when n = 1.
 """
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-RESULT_COLUMNS = ["dataset", "method", "protocol", "split", "split_kind", "seed", "metric", "test", "valid",
-                  "device", "wall_time_s", "path"]
+from ..paths import ResultKey, parse_result_path, split_kind  # noqa: F401 (re-exported)
+
+RESULT_COLUMNS = ["dataset", "method", "protocol", "split", "split_kind", "seed", "unit", "metric", "test", "valid",
+                  "device", "wall_time_s", "settings_hash", "n_train", "n_valid", "n_test", "pos_train", "pos_valid", "pos_test",
+                  "path"]
 CELL_KEY = ["dataset", "method", "protocol", "split_kind"]
-_SEED_SUFFIX = re.compile(r"_seed\d+$")
-_SEED_FILE = re.compile(r"^seed(\d+)\.json$")
 
 
-def split_kind(split: str) -> str:
-    """``scaffold_balanced_seed2`` -> ``scaffold_balanced``; unseeded names unchanged."""
-    return _SEED_SUFFIX.sub("", split)
+def _count(r: dict[str, Any], key: str) -> float:
+    v = (r.get("n") or {}).get(key) if isinstance(r.get("n"), dict) else None
+    return float(v) if isinstance(v, (int, float)) else np.nan
 
 
-@dataclass(frozen=True)
-class ResultKey:
-    dataset: str
-    method: str
-    protocol: str
-    split: str
-    seed: int
-
-    @property
-    def cell(self) -> tuple[str, str, str, str]:
-        return (self.dataset, self.method, self.protocol, split_kind(self.split))
-
-    def log_path(self, logs_root: str | Path = "data/logs") -> str:
-        """Where the evaluate rule writes this run's log (``data/logs/evaluate/...``): one per
-        fine-tuning run, one per (dataset, method) for the linear and classical protocols."""
-        base = Path(logs_root) / "evaluate" / self.dataset / self.method
-        if self.protocol == "finetune":
-            return (base / self.protocol / self.split / f"seed{self.seed}.log").as_posix()
-        return (base / f"{self.protocol}.log").as_posix()
-
-
-def parse_result_path(path: str | Path) -> ResultKey:
-    """``.../<dataset>/<method>/<protocol>/<split>/seed<k>.json`` -> its key."""
-    parts = Path(path).parts
-    if len(parts) < 5:
-        raise ValueError(f"{path}: not a result path (<dataset>/<method>/<protocol>/<split>/seed<k>.json)")
-    m = _SEED_FILE.match(parts[-1])
-    if not m:
-        raise ValueError(f"{path}: the file name must be seed<k>.json")
-    return ResultKey(parts[-5], parts[-4], parts[-3], parts[-2], int(m.group(1)))
+def fold_sizes(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, split kind): the number of splits and the min–max rows of train (as used,
+    after subsampling), valid and test over them, with positives for binary tasks."""
+    cols = ["dataset", "split_kind", "splits", *[f"{p}_{k}_{e}" for p in ("n", "pos") for k in ("train", "valid", "test")
+                                                  for e in ("min", "max")]]
+    if results.empty:
+        return pd.DataFrame(columns=cols)
+    one = results.drop_duplicates(["dataset", "split"])
+    g = one.groupby(["dataset", "split_kind"], sort=True)
+    out = g["split"].nunique().rename("splits").to_frame()
+    for p in ("n", "pos"):
+        for k in ("train", "valid", "test"):
+            out[f"{p}_{k}_min"] = g[f"{p}_{k}"].min()
+            out[f"{p}_{k}_max"] = g[f"{p}_{k}"].max()
+    return out.reset_index()[cols]
 
 
 def load_results(results_root: str | Path) -> pd.DataFrame:
@@ -75,9 +60,13 @@ def load_results(results_root: str | Path) -> pd.DataFrame:
             "dataset": r.get("dataset", key.dataset), "method": r.get("method", key.method),
             "protocol": r.get("protocol", key.protocol), "split": r.get("split", key.split),
             "split_kind": split_kind(str(r.get("split", key.split))), "seed": int(r.get("seed", key.seed)),
+            "unit": key.unit,
             "metric": r.get("metric", ""), "test": test,
             "valid": float(valid) if isinstance(valid, (int, float)) else np.nan,
             "device": str(r.get("device", "")), "wall_time_s": float(r.get("wall_time_s") or 0.0),
+            "settings_hash": str(r.get("settings_hash", "")),
+            **{f"n_{k}": _count(r, k) for k in ("train", "valid", "test")},
+            **{f"pos_{k}": _count(r, f"{k}_pos") for k in ("train", "valid", "test")},
             "path": p.as_posix(),
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -15,9 +15,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..config import config_hash, load_config, load_registry
+from ..config import ConfigError, config_hash, load_config, load_registry
+from ..plan import eval_settings_hash, planned_results
 from ..data.atomic import write_bytes_atomic
-from .aggregate import ResultKey, aggregate, load_results, parse_result_path, restrict_to
+from ..plan import pretrain_seeds
+from .aggregate import ResultKey, aggregate, fold_sizes, load_results, parse_result_path, restrict_to
 from .tables import CellSource, Table, build_table, to_markdown, write_csv
 
 REFERENCE_PATH = "config/reference_results.yaml"
@@ -101,10 +103,36 @@ def read_expected(path: str | Path) -> list[str]:
     return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
 
 
-def _method_notes(methods: list[str], metas: dict[tuple[str, str], dict]) -> dict[str, str]:
+class StaleResultsError(ConfigError):
+    """Results whose recorded settings hash differs from the current config's."""
+
+
+def refuse_stale(results: pd.DataFrame, cfg: dict[str, Any], registry: dict[str, dict], show: int = 10) -> None:
+    """Stop when a result was computed with other settings than the config's now (its
+    ``settings_hash`` against :func:`pipeline_src.plan.eval_settings_hash`), naming the files and
+    the command that rebuilds them: the report never prints the new config above old numbers."""
+    if results.empty:
+        return
+    want: dict[tuple[str, str], str] = {}
+    stale: list[tuple[str, str]] = []
+    for r in results[["dataset", "protocol", "settings_hash", "path"]].itertuples(index=False):
+        key = (r.dataset, r.protocol)
+        if key not in want:
+            want[key] = eval_settings_hash(cfg, registry, r.dataset, r.protocol) if r.dataset in registry else ""
+        if want[key] and r.settings_hash != want[key]:
+            stale.append((r.path, f"evaluate_{r.protocol}_{r.dataset}"))
+    if stale:
+        rules = " ".join(dict.fromkeys(rule for _, rule in stale))
+        listed = "; ".join(p for p, _ in stale[:show]) + (f"; and {len(stale) - show} more" if len(stale) > show else "")
+        raise StaleResultsError(
+            f"{len(stale)} result(s) were computed with other settings than the current config (their settings_hash "
+            f"differs): {listed}. Rebuild them with: snakemake --cores 2 --forcerun {rules} reports/all.md")
+
+
+def _method_notes(methods: list[str], metas: dict[tuple[str, str, int], dict]) -> dict[str, str]:
     """method -> "not domain-agnostic" from the checkpoint meta, else from the method class."""
     flags: dict[str, bool] = {}
-    for (_, m), meta in metas.items():
+    for (_, m, _), meta in metas.items():
         if "domain_agnostic" in meta:
             flags[m] = flags.get(m, True) and bool(meta["domain_agnostic"])
     try:
@@ -156,7 +184,7 @@ def _metrics(datasets: list[str], registry: dict[str, dict], agg: pd.DataFrame) 
 
 
 def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_time_s: float | None,
-            metas: dict[tuple[str, str], dict], n_extra: int, status: dict[str, int]) -> list[str]:
+            metas: dict[tuple[str, str, int], dict], n_extra: int, status: dict[str, int]) -> list[str]:
     from .environment import hardware, versions
 
     hw, sw = hardware(), versions()
@@ -178,7 +206,7 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
     lines.append("- **Models and pretraining** per domain:")
     for dom, d in cfg["domains"].items():
         m, p = d["model"], d["pretrain"]
-        params = next((meta.get("_encoder_params") for (c, _), meta in metas.items() if c == d["corpus"]
+        params = next((meta.get("_encoder_params") for (c, _, _), meta in metas.items() if c == d["corpus"]
                        and meta.get("_encoder_params")), None)
         extra = f", {m.get('num_latents', 64)} latents" if m.get("arch") == "perceiver" else ""
         lines.append(f"  - {dom} ({d['corpus']}): {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}{extra}, "
@@ -207,18 +235,82 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
     return lines
 
 
+def _diagnostic_section(costs: pd.DataFrame) -> list[str]:
+    """Per (corpus, method): the held-out reconstruction ratio over the pretraining seeds."""
+    if costs.empty or costs["heldout_ratio"].isna().all():
+        return ["No pretrained model with a held-out diagnostic yet."]
+    lines = ["Every pretrained model reconstructs the same held-out slice of its corpus (rows kept out of pretraining) "
+             "under the same random masks at one fixed ratio; the loss (cross-entropy in nats per masked token, or MSE "
+             "on standardized features) is divided by the corpus's frequency baseline: the entropy of the training "
+             "corpus's token frequencies, or 1.0 for standardized continuous inputs. **1.0 means nothing learned beyond "
+             "token frequencies; lower is better.** The per-seed values are in the compute table.", "",
+             "| corpus | method | held-out loss / baseline (mean ± std, n seeds) | held-out loss | baseline | "
+             "final training loss / baseline |", "|---|---|---:|---:|---:|---:|"]
+    for (corpus, method), g in costs.groupby(["corpus", "method"], sort=False):
+        r = g["heldout_ratio"].dropna()
+        if r.empty:
+            continue
+        std = f" ± {r.std(ddof=1):.3f}" if len(r) > 1 else ""
+        lines.append(f"| {corpus} | {method} | {r.mean():.3f}{std} (n={len(r)}) | {g['heldout_loss'].mean():.3f} | "
+                     f"{g['baseline'].mean():.3f} | {_fmt_num(g['final_loss_ratio'].mean(), 3)} |")
+    return lines
+
+
+def _fold_section(sizes: pd.DataFrame, registry: dict[str, dict]) -> list[str]:
+    """Rows per fold of every task and split kind (train after subsampling); positives for binary tasks."""
+    if sizes.empty:
+        return ["No results yet."]
+
+    def rng(r: Any, p: str, k: str) -> str:
+        lo, hi = r[f"{p}_{k}_min"], r[f"{p}_{k}_max"]
+        if pd.isna(lo):
+            return ""
+        return f"{int(lo):,}" if lo == hi else f"{int(lo):,}–{int(hi):,}"
+
+    lines = ["Valid and test folds are never subsampled; the training part may be (`evaluate.max_train_rows`, "
+             "stratified by label). Ranges are over the splits of a kind; `(+k)` are positives of a binary task.", "",
+             "| task | split kind | splits | train | valid | test |", "|---|---|---:|---:|---:|---:|"]
+    for r in sizes.to_dict("records"):
+        binary = registry.get(r["dataset"], {}).get("task") == "binary"
+        cells = [rng(r, "n", k) + (f" (+{rng(r, 'pos', k)})" if binary and rng(r, "pos", k) else "")
+                 for k in ("train", "valid", "test")]
+        lines.append(f"| {r['dataset']} | {r['split_kind']} | {int(r['splits'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _our_settings(cfg: dict[str, Any], datasets: list[str]) -> str:
+    """Ours, in the words of the papers' settings line: corpus and size, model, steps x batch, seeds, splits."""
+    parts = []
+    for dom, d in cfg["domains"].items():
+        tasks = [t for t in d["tasks"] if t in datasets]
+        if not tasks:
+            continue
+        m, p = d["model"], d["pretrain"]
+        extra = f", {m.get('num_latents', 64)} latents" if m.get("arch") == "perceiver" else ""
+        kinds = sorted({k for t in tasks for k in (d.get("task_splits", {}).get(t) or d.get("splits", ["fixed"]))})
+        parts.append(f"{dom}: pretrained on {d['corpus']} ({_samples(d.get('corpus_subsample'))}); {m['arch']}, "
+                     f"{m['depth']} layers, width {m['dim']}, {m['heads']} heads{extra}, max length {m['max_len']}; "
+                     f"{p['steps']:,} steps x batch {p['batch_size']}, lr {p['lr']}; pretraining seeds "
+                     f"{', '.join(str(s) for s in pretrain_seeds(cfg, dom))}; splits {', '.join(kinds)}")
+    ev = cfg["evaluate"]
+    prot = ", ".join(ev["protocols"])
+    return "; ".join(parts) + f"; protocols {prot}" + (" + classical baselines" if ev.get("baselines") else "")
+
+
 def _cost_table(costs: pd.DataFrame) -> str:
-    head = ["domain", "corpus", "method", "steps", "job wall time (benchmark s)", "training time (s)",
-            "tokens/s", "peak memory (MiB)", "max RSS (MiB, benchmark)", "final loss", "device"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 7 + ["---"]) + "|"]
+    head = ["domain", "corpus", "method", "seed", "steps", "job wall time (benchmark s)", "training time (s)",
+            "tokens/s", "peak memory (MiB)", "max RSS (MiB, benchmark)", "final loss", "final loss / baseline",
+            "held-out loss / baseline", "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 10 + ["---"]) + "|"]
     for r in costs.to_dict("records"):
         missing = _missing(r["steps"]) and _missing(r["job_wall_s"])
         agnostic = r["domain_agnostic"]
         flag = " (not domain-agnostic)" if not _missing(agnostic) and not bool(agnostic) else ""
-        vals = [r["domain"], r["corpus"], r["method"] + flag,
+        vals = [r["domain"], r["corpus"], r["method"] + flag, r["seed"],
                 "not run" if missing else _fmt_num(r["steps"]), _fmt_num(r["job_wall_s"]), _fmt_num(r["train_wall_s"]),
                 _fmt_num(r["tokens_per_s"], 0), _fmt_num(r["peak_memory_mb"]), _fmt_num(r["max_rss_mb"]),
-                _fmt_num(r["final_loss"], 4), _fmt_num(r["device"])]
+                _fmt_num(r["final_loss"], 4), _fmt_num(r["final_loss_ratio"], 3), _fmt_num(r["heldout_ratio"], 3),
+                _fmt_num(r["device"])]
         lines.append("| " + " | ".join(str(v) for v in vals) + " |")
     return "\n".join(lines)
 
@@ -232,7 +324,7 @@ def _mask_section(cfg: dict[str, Any], checkpoints_root: Path, processed_root: P
     for dom, d in cfg["domains"].items():
         corpus = d["corpus"]
         for method in [m for m in MASK_METHODS if m in cfg.get("methods_run", [])]:
-            model = checkpoints_root / corpus / method / "model.pt"
+            model = checkpoints_root / corpus / method / f"seed{pretrain_seeds(cfg, dom)[0]}" / "model.pt"
             processed = processed_root / corpus
             if not model.exists() or not processed.exists():
                 lines.append(f"- {corpus} / {method}: no figure (no `{_display_path(model)}` or no processed corpus).")
@@ -289,9 +381,14 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     out_md_p, tables_p, figures_p = Path(out_md), Path(tables_dir), Path(figures_dir)
 
     all_results = load_results(results_root)
-    keys: list[ResultKey] | None = [parse_result_path(p) for p in expected] if expected is not None else None
+    if expected is not None:
+        keys: list[ResultKey] | None = [parse_result_path(p) for p in expected]
+    else:  # the plan of this config (pipeline_src/plan.py), as the workflow made it
+        keys = planned_results(cfg, registry) if registry else None
     results = restrict_to(all_results, keys) if keys is not None else all_results
     n_extra = len(all_results) - len(results)
+    if registry:
+        refuse_stale(results, cfg, registry)
     agg = aggregate(results)
     present = {ResultKey(r.dataset, r.method, r.protocol, r.split, int(r.seed))
                for r in results[["dataset", "method", "protocol", "split", "seed"]].itertuples(index=False)}
@@ -337,16 +434,27 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
 
     tables_p.mkdir(parents=True, exist_ok=True)
     for t in tables:
+        ref = ref_tables.get(t.key.split("_")[0]) if t.key.split("_")[0] in PAPER_TABLES else None
+        if ref is not None:
+            proto = ref.get("protocol", "finetune")
+            t.notes.append(f"Protocol of the reported rows: {proto}; our rows give every protocol this config ran "
+                           f"({'compare the finetune rows' if proto == 'finetune' else 'compare the linear rows'}).")
+            if ref.get("settings"):
+                t.notes.append(f"Reported rows' settings: {ref['settings']}.")
+            t.notes.append(f"Our settings: {_our_settings(cfg, t.datasets)}.")
         write_csv(t, tables_p)
     write_bytes_atomic(tables_p / "compute_cost.csv", costs.to_csv(index=False).encode("utf-8"))
 
     # figures
-    fig_lines: list[str] = ["## Figures", "", "### Pretraining loss", ""]
+    fig_lines: list[str] = ["## Figures", "", "### Pretraining loss over the frequency baseline", ""]
     for dom, d in cfg["domains"].items():
         corpus = d["corpus"]
-        logs = {m: read_loss_log(Path(checkpoints_root) / corpus / m / "log.jsonl") for m in methods if m != "none"}
+        seed = pretrain_seeds(cfg, dom)[0]
+        logs = {m: read_loss_log(Path(checkpoints_root) / corpus / m / f"seed{seed}" / "log.jsonl") for m in methods if m != "none"}
+        base = next((meta.get("diagnostic", {}).get("baseline") for (c, _, _), meta in metas.items()
+                     if c == corpus and (meta.get("diagnostic") or {}).get("baseline")), None)
         try:
-            fig = loss_curves(corpus, logs, figures_p / f"loss_{corpus}.png")
+            fig = loss_curves(f"{corpus} (seed {seed})", logs, figures_p / f"loss_{corpus}.png", baseline=base)
         except Exception as e:
             fig, why = None, f"{type(e).__name__}: {e}"
         else:
@@ -354,8 +462,9 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         fig_lines.append(f"![pretraining loss on {corpus}]({_link(fig, out_md_p)})" if fig is not None
                          else f"- {dom} ({corpus}): no loss figure ({why}).")
         fig_lines.append("")
-    fig_lines.append("Losses are on masked tokens only; methods differ in mask ratio and loss terms "
-                     "(MetaMAE adds a contrastive term), so the curves are comparable within a method, not across.")
+    fig_lines.append("Training losses are on each method's own masks (ratios and loss terms differ: MetaMAE adds a "
+                     "contrastive term), divided by the corpus's frequency baseline (1 = a model that knows only the token "
+                     "frequencies); compare methods with the held-out reconstruction in \"Did pretraining learn?\".")
     fig_lines += ["", "### Per-task comparison", ""]
     all_metrics = _metrics(sorted(set(agg["dataset"])) if not agg.empty else [], registry, agg)
     for protocol in [p for p in ("finetune", "linear", "classical") if not agg.empty and (agg["protocol"] == p).any()]:
@@ -383,6 +492,8 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
 
     md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
     md += ["", "## How to read", "", HOW_TO_READ]
+    md += ["## Did pretraining learn?", "", *_diagnostic_section(costs), ""]
+    md += ["## Fold sizes", "", *_fold_section(fold_sizes(results), registry), ""]
     for t in tables:
         md += [f"## {t.title}", "", to_markdown(t), "",
                f"CSV: [{t.key}.csv]({_link(tables_p / f'{t.key}.csv', out_md_p)})", ""]

@@ -8,8 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-COST_COLUMNS = ["domain", "corpus", "method", "steps", "job_wall_s", "train_wall_s", "tokens_per_s",
-                "peak_memory_mb", "max_rss_mb", "final_loss", "device", "domain_agnostic"]
+COST_COLUMNS = ["domain", "corpus", "method", "seed", "steps", "job_wall_s", "train_wall_s", "tokens_per_s",
+                "peak_memory_mb", "max_rss_mb", "final_loss", "baseline", "final_loss_ratio", "heldout_loss",
+                "heldout_ratio", "device", "domain_agnostic"]
 
 
 def read_benchmark(path: str | Path) -> dict[str, float] | None:
@@ -69,29 +70,41 @@ def _num(x: Any) -> float | None:
 
 
 def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/checkpoints",
-                   benchmarks_root: str | Path = "data/benchmarks") -> tuple[pd.DataFrame, dict[tuple[str, str], dict]]:
-    """One row per (domain, corpus, method) of the config; also the metas found, by (corpus, method)."""
+                   benchmarks_root: str | Path = "data/benchmarks") -> tuple[pd.DataFrame, dict[tuple[str, str, int], dict]]:
+    """One row per (domain, corpus, method, seed) of the config, with the held-out diagnostic
+    (held-out masked-token loss, the corpus's frequency baseline and their ratio; the final training
+    loss over the same baseline); also the metas found, by (corpus, method, seed)."""
+    from ..plan import pretrain_seeds
+
     rows, metas = [], {}
     for domain, d in cfg.get("domains", {}).items():
         corpus = d["corpus"]
         for method in cfg.get("methods_run", []):
-            meta = _meta(Path(checkpoints_root) / corpus / method / "model.pt")
-            bench = read_benchmark(Path(benchmarks_root) / "pretrain" / corpus / f"{method}.tsv")
-            if meta is not None:
-                metas[(corpus, method)] = meta
-            peak = _num((meta or {}).get("peak_memory_bytes"))
-            rows.append({
-                "domain": domain, "corpus": corpus, "method": method,
-                "steps": (meta or {}).get("steps"),
-                "job_wall_s": (bench or {}).get("s"),
-                "train_wall_s": _num((meta or {}).get("wall_time_s")),
-                "tokens_per_s": _num((meta or {}).get("tokens_per_s")),
-                "peak_memory_mb": peak / 2**20 if peak else None,
-                "max_rss_mb": (bench or {}).get("max_rss"),
-                "final_loss": _num((meta or {}).get("final_loss")),
-                "device": (meta or {}).get("device"),
-                "domain_agnostic": (meta or {}).get("domain_agnostic"),
-            })
+            for seed in pretrain_seeds(cfg, domain):
+                meta = _meta(Path(checkpoints_root) / corpus / method / f"seed{seed}" / "model.pt")
+                bench = read_benchmark(Path(benchmarks_root) / "pretrain" / corpus / method / f"seed{seed}.tsv")
+                if meta is not None:
+                    metas[(corpus, method, seed)] = meta
+                m = meta or {}
+                diag = m.get("diagnostic") or {}
+                peak = _num(m.get("peak_memory_bytes"))
+                base, final = _num(diag.get("baseline")), _num(m.get("final_loss"))
+                rows.append({
+                    "domain": domain, "corpus": corpus, "method": method, "seed": seed,
+                    "steps": m.get("steps"),
+                    "job_wall_s": (bench or {}).get("s"),
+                    "train_wall_s": _num(m.get("wall_time_s")),
+                    "tokens_per_s": _num(m.get("tokens_per_s")),
+                    "peak_memory_mb": peak / 2**20 if peak else None,
+                    "max_rss_mb": (bench or {}).get("max_rss"),
+                    "final_loss": final,
+                    "baseline": base,
+                    "final_loss_ratio": final / base if final is not None and base else None,
+                    "heldout_loss": _num(diag.get("heldout_loss")),
+                    "heldout_ratio": _num(diag.get("ratio")),
+                    "device": m.get("device"),
+                    "domain_agnostic": m.get("domain_agnostic"),
+                })
     df = pd.DataFrame(rows, columns=COST_COLUMNS)
     df["steps"] = df["steps"].astype("Int64")
     return df, metas

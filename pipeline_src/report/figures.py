@@ -31,20 +31,29 @@ def save_png(fig: plt.Figure, path: str | Path) -> Path:
     return path
 
 
-def loss_curves(corpus: str, logs: dict[str, pd.DataFrame], path: str | Path, smooth: int = 10) -> Path | None:
-    """One line per method (raw loss faint, a moving average solid); None when no method has a log."""
+def loss_curves(corpus: str, logs: dict[str, pd.DataFrame], path: str | Path, smooth: int = 10,
+                baseline: float | None = None) -> Path | None:
+    """One line per method (raw loss faint, a moving average solid); None when no method has a log.
+    With ``baseline`` (the corpus's frequency baseline) the curves are loss / baseline, with the
+    level 1 (a model that knows only the token frequencies) drawn dashed."""
     logs = {m: df for m, df in logs.items() if not df.empty}
     if not logs:
         return None
+    scale = float(baseline) if baseline else 1.0
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (method, df) in enumerate(sorted(logs.items())):
         color = f"C{i % 10}"
         df = df.sort_values("step")
-        ax.plot(df["step"], df["loss"], color=color, alpha=0.25, linewidth=0.8)
+        y = df["loss"] / scale
+        ax.plot(df["step"], y, color=color, alpha=0.25, linewidth=0.8)
         window = max(1, min(smooth, len(df) // 10))
-        ax.plot(df["step"], df["loss"].rolling(window, min_periods=1, center=True).mean(), color=color, label=method)
+        ax.plot(df["step"], y.rolling(window, min_periods=1, center=True).mean(), color=color, label=method)
     ax.set_xlabel("step")
-    ax.set_ylabel("pretraining loss (masked tokens)")
+    if baseline:
+        ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="frequency baseline")
+        ax.set_ylabel("training loss / frequency baseline")
+    else:
+        ax.set_ylabel("pretraining loss (masked tokens)")
     ax.set_title(f"Pretraining loss on {corpus}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

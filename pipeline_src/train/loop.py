@@ -126,14 +126,16 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu",
 def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_len: int, out_dir: str | Path,
              seed: int, device: torch.device | str | None = None, threads: int | None = None, *,
              model_cfg: dict[str, Any] | None = None, method_cfg: dict[str, Any] | None = None,
-             stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+             stop_after: int | None = None, progress: bool = True,
+             final_meta: Callable[[nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Pretrain ``method`` on ``corpus`` for ``train_cfg['steps']`` steps; return a summary.
 
     ``model_cfg`` / ``method_cfg`` are the arguments ``method`` was built with (defaults: the
     method's ``model_cfg`` and ``method_cfg`` or ``cfg`` attributes); they go into the run hash and
     ``model.pt``, from which :func:`load_pretrained` rebuilds the method.
     ``stop_after``: leave after this many steps in total, with a checkpoint and no ``model.pt``
-    (a time-sliced job, or a test of resuming).
+    (a time-sliced job, or a test of resuming). ``final_meta(method)``: extra metadata computed
+    from the trained method just before ``model.pt`` is written (the held-out diagnostic).
 
     ``wall_time_s`` in the summary and in ``model.pt`` is the time spent in training steps, summed
     over resumed runs (checkpoint writing excluded); ``tokens_per_s`` counts non-padding tokens.
@@ -301,6 +303,9 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
                 "steps": step, "run_hash": rhash, **{k: summary[k] for k in
                 ("final_loss", "wall_time_s", "tokens_per_s", "peak_memory_bytes", "device")},
                 "torch_version": str(torch.__version__)}
+        if final_meta is not None:
+            meta.update(final_meta(method))
+            summary.update((k, meta[k]) for k in ("diagnostic",) if k in meta)
         save_model_file(model_path, method, meta)
     if world > 1:
         ddp_util.barrier()

@@ -20,6 +20,7 @@ from ..data.encode import Encoded, load_encoded, table_files
 from . import distributed as ddp_util
 from .data import subsample
 from .devices import seed_everything
+from .diagnostic import diagnostic, frequency_baseline, heldout_indices
 from .loop import LOG_NAME, MODEL_NAME, pretrain, save_model_file
 
 NO_PRETRAINING = "none"
@@ -75,7 +76,7 @@ def _build(method: str, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: 
 
 
 def write_untrained(out_dir: Path, cfg: dict[str, Any], domain: str, spec: InputSpec, model_cfg: dict[str, Any],
-                    seed: int, threads: int | None = None) -> None:
+                    seed: int, threads: int | None = None, extra_meta: dict[str, Any] | None = None) -> None:
     """Method ``none``: a ``model.pt`` holding the freshly initialized (seeded) model, ``steps: 0``,
     and an empty ``log.jsonl``."""
     method_cfg = method_config(cfg, domain, NO_PRETRAINING)
@@ -84,7 +85,7 @@ def write_untrained(out_dir: Path, cfg: dict[str, Any], domain: str, spec: Input
     meta = {"method": NO_PRETRAINING, "spec": asdict(spec), "model_cfg": model_cfg, "method_cfg": method_cfg,
             "max_len": spec.max_len, "seed": seed, "steps": 0, "final_loss": None, "wall_time_s": 0.0,
             "tokens_per_s": None, "peak_memory_bytes": 0, "device": "cpu",
-            "domain_agnostic": bool(getattr(method, "domain_agnostic", True))}
+            "domain_agnostic": bool(getattr(method, "domain_agnostic", True)), **(extra_meta or {})}
     save_model_file(out_dir / MODEL_NAME, method, meta)
     (out_dir / LOG_NAME).write_text("", encoding="utf-8")  # no steps; the file is still an output
 
@@ -106,12 +107,20 @@ def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only
-    data = subsample(load_corpus(processed_dir, fold="train"), dom.get("corpus_subsample"), seed)
+    # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only, less the
+    # held-out slice of the diagnostic (the same rows for every method and seed)
+    full = load_corpus(processed_dir, fold="train")
+    dcfg = cfg["pretrain_diagnostic"]
+    held_idx, rest_idx = heldout_indices(len(full), int(dcfg["heldout_samples"]))
+    heldout = full.subset(held_idx)
+    data = subsample(full.subset(rest_idx), dom.get("corpus_subsample"), seed)
     spec = data.spec(max_len)
     if method == NO_PRETRAINING:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun one rank writes the file
-            write_untrained(out, cfg, domain, spec, model_cfg, seed, threads)
+            base = frequency_baseline(data)
+            write_untrained(out, cfg, domain, spec, model_cfg, seed, threads,
+                            {"diagnostic": {"heldout_loss": None, "baseline": base, "ratio": None,
+                                            "heldout_samples": len(heldout), "mask_ratio": float(dcfg["mask_ratio"])}})
             print(json.dumps({"method": method, "steps": 0}), file=sys.stdout)
         return
 
@@ -121,7 +130,8 @@ def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str,
         seed_everything(seed, threads)  # the model's initialization is part of the seeded run (same on every rank)
         model = _build(method, spec, model_cfg, method_cfg)
         summary = pretrain(model, data, pretrain_config(cfg, domain, method), max_len, out, seed, device=dev,
-                           threads=threads, model_cfg=model_cfg, method_cfg=method_cfg)
+                           threads=threads, model_cfg=model_cfg, method_cfg=method_cfg,
+                           final_meta=lambda m: {"diagnostic": diagnostic(m, heldout, data, max_len, dcfg, dev)})
         if dctx is None or dctx.is_main:
             print(json.dumps(summary), file=sys.stdout, flush=True)
     finally:

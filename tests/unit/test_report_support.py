@@ -31,7 +31,7 @@ def write_config(path: Path, **over) -> Path:
         "seeds": [0, 1, 2],
         "domains": {"chemistry": {"corpus": "moses", "corpus_subsample": 10, "tasks": ["esol", "bbbp"],
                                   "splits": ["scaffold", "scaffold_balanced"], "model": MODEL, "pretrain": PRETRAIN}},
-        "evaluate": {"protocols": ["linear"], "baselines": True, "max_rows": 100},
+        "evaluate": {"protocols": ["linear"], "baselines": True, "max_train_rows": 100},
         "methods": {"none": {}, "random": {"mask_ratio": 0.3}, "sma": {"mask_ratio": 0.3}, "span": {"mask_ratio": 0.3}},
     }
     cfg.update(over)

@@ -189,8 +189,11 @@ def test_split_names_and_write_split(prepared, tmp_path):
 
 def test_parse_split_name_inverts_split_name():
     for kind, seed in [("scaffold", 0), ("fixed", 0), ("scaffold_balanced", 2), ("random", 11)]:
-        assert splits.parse_split_name(splits.split_name(kind, seed)) == (kind, seed)
-    for bad in ["bogus", "scaffold_seed1", "random", "random_seedx", "scaffold_balanced_seed-1", ""]:
+        assert splits.parse_split_name(splits.split_name(kind, seed)) == splits.SplitSpec(kind, seed)
+    assert splits.parse_split_name(splits.split_name("scaffold_cv", 3, 4)) == splits.SplitSpec("scaffold_cv", 3, 4)
+    assert splits.split_name("scaffold_cv", 1, 2) == "scaffold_cv_r1_f2"
+    for bad in ["bogus", "scaffold_seed1", "random", "random_seedx", "scaffold_balanced_seed-1", "",
+                "scaffold_cv", "scaffold_cv_seed1", "scaffold_cv_r1", "scaffold_cv_r1_fx"]:
         with pytest.raises(splits.SplitError, match="not a split name"):
             splits.parse_split_name(bad)
 
@@ -221,7 +224,8 @@ def test_evaluate_command_writes_one_result_per_out(prepared, tmp_path):
 
     d = prepared["bbbp"]
     for name in ("scaffold", "scaffold_balanced_seed1"):
-        splits.write_split(d, *splits.parse_split_name(name), d / "splits" / f"{name}.parquet")
+        spec = splits.parse_split_name(name)
+        splits.write_split(d, spec.kind, spec.seed, d / "splits" / f"{name}.parquet")
     common = ["evaluate", "--config", "config/ci.yaml", "--dataset", "bbbp", "--method", "rf_morgan",
               "--protocol", "classical", "--processed", str(d), "--threads", "1"]
     both = [tmp_path / "both" / "scaffold" / "seed0.json", tmp_path / "both" / "scaffold_balanced_seed1" / "seed1.json"]
@@ -236,3 +240,73 @@ def test_evaluate_command_writes_one_result_per_out(prepared, tmp_path):
     bad = tmp_path / "bad" / "scaffold" / "run0.json"
     assert main([*common, "--out", str(both[0]), str(bad)]) == 2
     assert not bad.exists()
+
+
+# --- repeated scaffold cross-validation --------------------------------------------------------
+
+def _cv_scaffolds(n_groups: int = 60, seed: int = 0) -> list[str]:
+    """Scaffold labels with groups of very different sizes (a few big ones, many singletons)."""
+    rng = np.random.default_rng(seed)
+    sizes = [40, 25, 12] + rng.integers(1, 6, size=n_groups - 3).tolist()
+    out = [f"S{g}" for g, k in enumerate(sizes) for _ in range(k)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def test_scaffold_cv_folds_partition_by_scaffold_with_near_equal_sizes():
+    scaf = _cv_scaffolds()
+    n, folds = len(scaf), 5
+    for repeat in range(3):
+        groups, assign = splits.scaffold_cv_fold_of_group(scaf, repeat, folds)
+        test_of = np.full(n, -1)
+        for k in range(folds):
+            idx = splits.scaffold_cv_split_indices(scaf, repeat, k, folds, valid_fraction=0.1)
+            assert set(np.unique(idx)) == {0, 1, 2}
+            test_of[idx == 2] = k
+            # no scaffold in two parts of one split
+            for part_a, part_b in [(0, 1), (0, 2), (1, 2)]:
+                sa = {scaf[i] for i in np.flatnonzero(idx == part_a)}
+                sb = {scaf[i] for i in np.flatnonzero(idx == part_b)}
+                assert not sa & sb
+            assert abs((idx == 1).sum() - 0.1 * n) <= max(len(g) for g in groups)
+        # every molecule is tested exactly once per repeat, and no scaffold in two test folds
+        assert (test_of >= 0).all()
+        for g in groups:
+            assert len(set(test_of[g])) == 1
+        sizes = np.bincount(test_of, minlength=folds)
+        assert sizes.max() - sizes.min() <= max(len(g) for g in groups)  # greedy: within one group of equal
+        assert sizes.min() > 0
+
+
+def test_scaffold_cv_repeats_differ_and_are_reproducible():
+    scaf = _cv_scaffolds()
+    a = splits.scaffold_cv_split_indices(scaf, 0, 1)
+    assert np.array_equal(a, splits.scaffold_cv_split_indices(scaf, 0, 1))
+    assert not np.array_equal(a, splits.scaffold_cv_split_indices(scaf, 1, 1))
+
+
+def test_scaffold_cv_refuses_bad_settings():
+    scaf = _cv_scaffolds()
+    with pytest.raises(splits.SplitError, match="fold 5 outside"):
+        splits.scaffold_cv_split_indices(scaf, 0, 5, folds=5)
+    with pytest.raises(splits.SplitError, match="scaffold groups cannot fill"):
+        splits.scaffold_cv_split_indices(["a", "a", "b"], 0, 0, folds=5)
+
+
+def test_scaffold_cv_split_files_on_real_molecules(prepared, tmp_path):
+    """Written through the split command: every molecule of BBBP is in exactly one test fold of a
+    repeat, and no scaffold of the table is split across folds."""
+    from pipeline_src.cli import main
+
+    d = prepared["bbbp"]
+    outs = [tmp_path / f"scaffold_cv_r0_f{k}.parquet" for k in range(3)]
+    assert main(["split", "--registry", "config/datasets.yaml", "--dataset", "bbbp", "--processed", str(d),
+                 "--cv-folds", "3", "--out", *map(str, outs)]) == 0
+    t = table(d).set_index("id")
+    tested = []
+    for o in outs:
+        s = pq.read_table(o).to_pandas()
+        assert set(s["fold"]) == {"train", "valid", "test"}
+        tested += s.loc[s["fold"] == "test", "id"].tolist()
+        by_fold = s.assign(scaffold=t.loc[s["id"], "scaffold"].to_numpy()).groupby("scaffold")["fold"].nunique()
+        assert (by_fold == 1).all()
+    assert sorted(tested) == sorted(t.index.tolist())

@@ -5,6 +5,7 @@ import sys
 
 import yaml
 
+from pipeline_src import plan as _plan
 from pipeline_src.config import config_hash, load_registry, pretrain_settings, validate as _validate, write_effective_config
 
 # Snakemake evaluates a config file holding `__use_yte__: true` as a template before this code
@@ -21,15 +22,8 @@ CONFIG_PATH = write_effective_config(config)
 # the interpreter running Snakemake, so rules see the same installed environment
 PY = f"{shlex.quote(sys.executable)} -m pipeline_src"
 
-_task_domain = {}
-for _domain, _d in config["domains"].items():
-    for _ds in [_d["corpus"], *_d["tasks"]]:
-        if _ds not in REGISTRY:
-            raise ValueError(f"config: domains.{_domain} names dataset {_ds!r}, which is not in {config['registry']}")
-    for _ds in _d["tasks"]:
-        if _ds in _task_domain:
-            raise ValueError(f"config: task {_ds!r} is in domains.{_task_domain[_ds]} and domains.{_domain}")
-        _task_domain[_ds] = _domain
+_plan.check(config, REGISTRY)
+_task_domain = _plan.task_domains(config)
 
 # $MASKBENCH_SLURM_GPU_MODEL (e.g. a100): the GPU type the GPU steps ask the SLURM executor for
 _GPU_MODEL = os.environ.get("MASKBENCH_SLURM_GPU_MODEL", "").strip()
@@ -39,7 +33,7 @@ def step_resources(step, gpu=False):
     """A step's `resources:` from the config's `resources.<step>` (mem_mb, runtime). GPU steps
     also ask for one GPU: locally `--resources gpu=N` caps how many run at once; on SLURM it is
     --gpus=1 (--gpus=<model>:1 with $MASKBENCH_SLURM_GPU_MODEL)."""
-    res = dict(config["resources"][step])
+    res = {k: v for k, v in config["resources"][step].items() if k != "threads"}
     if gpu:
         res["gpu"] = 1
         if _GPU_MODEL:
@@ -76,24 +70,13 @@ def processed_files(ds):
     return {"table": table, "qc": f"{base}/qc.json", "encoding": encoding}
 
 
-def split_names(domain_cfg):
-    """Split file stems for the tasks of a domain, from its `splits` and the run's seeds."""
-    names = []
-    for kind in domain_cfg["splits"]:
-        if kind in ("scaffold", "fixed"):
-            names.append(kind)
-        else:
-            names += [f"{kind}_seed{s}" for s in config["seeds"]]
-    return names
-
-
 def data_targets():
     out = []
     for d in config["domains"].values():
         out += list(processed_files(d["corpus"]).values())
         for t in d["tasks"]:
             out += list(processed_files(t).values())
-            out += [f"data/processed/{t}/splits/{s}.parquet" for s in split_names(d)]
+            out += [f"data/processed/{t}/splits/{s}.parquet" for s in _plan.split_names(config, t)]
     return list(dict.fromkeys(out))
 
 

@@ -52,27 +52,34 @@ for _ds in used_datasets():
             " --out {params.out} --threads {threads} > {log} 2>&1"
 
 
-# All splits of a task in one job (they read the same table): one rule per domain, since the
-# domain's `splits` and the run's seeds decide the file list.
-for _domain, _d in config["domains"].items():
+# All splits of a task in one job (they read the same table): one rule per task, since the task's
+# split kinds, the run's split seeds and the scaffold_cv settings decide its file list.
+
+
+def task_split_files(ds):
+    return [f"data/processed/{ds}/splits/{s}.parquet" for s in _plan.split_names(config, ds)]
+
+
+for _ds in _task_domain:
 
     rule:
         name:
-            f"split_{_domain}"
+            f"split_{_ds}"
         input:
-            table="data/processed/{dataset}/table.parquet",
+            table=f"data/processed/{_ds}/table.parquet",
         output:
-            [f"data/processed/{{dataset}}/splits/{s}.parquet" for s in split_names(_d)],
-        wildcard_constraints:
-            dataset="|".join(_d["tasks"]),
+            task_split_files(_ds),
         params:
+            dataset=_ds,
             registry=config["registry"],
+            settings=_plan.settings_hash(_plan.split_settings(config, REGISTRY, _ds)),
+            cv=f"--cv-folds {config['scaffold_cv']['folds']} --cv-valid-fraction {config['scaffold_cv']['valid_fraction']}",
         log:
-            "data/logs/split/{dataset}.log",
+            f"data/logs/split/{_ds}.log",
         benchmark:
-            "data/benchmarks/split/{dataset}.tsv"
+            f"data/benchmarks/split/{_ds}.tsv"
         resources:
             **step_resources("split"),
         shell:
-            "{PY} split --registry {params.registry} --dataset {wildcards.dataset}"
-            " --processed data/processed/{wildcards.dataset} --out {output} > {log} 2>&1"
+            "{PY} split --registry {params.registry} --dataset {params.dataset} {params.cv}"
+            " --processed data/processed/{params.dataset} --out {output} > {log} 2>&1"

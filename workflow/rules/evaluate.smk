@@ -1,123 +1,112 @@
-# evaluate: data/results/<dataset>/<method>/<protocol>/<split>/seed<k>.json
-#   linear    one job per (task, method): pooled frozen features once (data/features/...npz), then
-#             a linear probe per split and seed (cheap: one process instead of one per split);
-#   classical one job per (task, baseline), every split and seed;
-#   finetune  one job per (task, method, split, seed): each trains the encoder.
-# The linear and classical rules are one per domain, since the domain's splits decide their outputs.
-from pipeline_src.evaluate.baselines import BASELINES, baselines_for
+# evaluate: data/results/<dataset>/<method>/<protocol>/<split>/seed<k>.json (paths: pipeline_src/paths.py;
+# the plan: pipeline_src/plan.py). seed<k> is the pretraining seed: a result is one (seed, split)
+# unit, the same units for every method of a task.
+#   linear    one job per (task, method, seed): the checkpoint's pooled frozen features once
+#             (data/features/<task>/<method>/seed<k>.npz), then a linear probe per split;
+#   finetune  one job per (task, method, seed): the encoder is trained once per split (one process,
+#             so start-up and data loading are paid once);
+#   classical one job per (task, baseline), every split and seed.
+# One rule family per protocol and task (the task decides the split list); `params.settings` is the
+# hash of exactly the config slice and registry entry the results depend on (their rerun trigger;
+# the report refuses a result whose recorded hash differs).
 
 
-def corpus_of_task(ds):
-    return config["domains"][_task_domain[ds]]["corpus"]
+def task_checkpoint(ds):
+    corpus = config["domains"][_task_domain[ds]]["corpus"]
+    return lambda w: f"data/checkpoints/{corpus}/{w.method}/seed{w.seed}/model.pt"
 
 
-def checkpoint(w):
-    return f"data/checkpoints/{corpus_of_task(w.dataset)}/{w.method}/model.pt"
+def _outs(ds, protocol):
+    """A job's results: every split of the protocol, for the job's {method} and {seed}."""
+    return [f"data/results/{ds}/{{method}}/{protocol}/{s}/seed{{seed}}.json" for s in _plan.protocol_split_names(config, ds, protocol)]
 
 
-def result_seeds(split, protocol):
-    """Seeded splits carry their own seed; a finetune run varies its seed on every split; a
-    deterministic probe on a deterministic split is run once."""
-    if "_seed" in split:
-        return [int(split.rsplit("_seed", 1)[1])]
-    return list(config["seeds"]) if protocol == "finetune" else [config["seeds"][0]]
+EVAL_TARGETS = [k.path() for k in _plan.planned_results(config, REGISTRY)]
+_METHODS_RE = "|".join(config["methods"])
 
-
-def runs_of(domain_cfg, protocol):
-    """`<split>/seed<k>` of every result a (task, method, protocol) has in this domain."""
-    return [f"{s}/seed{k}" for s in split_names(domain_cfg) for k in result_seeds(s, protocol)]
-
-
-def eval_targets():
-    out = []
-    ev = config["evaluate"]
-    for d in config["domains"].values():
-        for ds in d["tasks"]:
-            runs = [(m, p) for m in config["methods_run"] for p in ev["protocols"]]
-            if ev["baselines"]:
-                runs += [(b, "classical") for b in baselines_for(REGISTRY[ds]["input"]["kind"])]
-            for method, protocol in runs:
-                out += [f"data/results/{ds}/{method}/{protocol}/{r}.json" for r in runs_of(d, protocol)]
-    return out
-
-
-EVAL_TARGETS = eval_targets()
-_SPLIT_RE = r"scaffold|fixed|random_seed\d+|scaffold_balanced_seed\d+"
-
-
-def task_splits(w):
-    return [f"data/processed/{w.dataset}/splits/{s}.parquet" for s in split_names(config["domains"][_task_domain[w.dataset]])]
-
-
-for _domain, _d in config["domains"].items():
+for _ds in _task_domain:
+    _settings = {p: _plan.eval_settings_hash(config, REGISTRY, _ds, p) for p in _plan.PROTOCOLS}
+    _splits = task_split_files(_ds)
 
     rule:
         name:
-            f"evaluate_linear_{_domain}"
+            f"evaluate_linear_{_ds}"
         input:
-            model=checkpoint,
-            table="data/processed/{dataset}/table.parquet",
-            splits=task_splits,
+            model=task_checkpoint(_ds),
+            table=f"data/processed/{_ds}/table.parquet",
+            splits=_splits,
         output:
-            features="data/features/{dataset}/{method}.npz",
-            results=[f"data/results/{{dataset}}/{{method}}/linear/{r}.json" for r in runs_of(_d, "linear")],
+            features=f"data/features/{_ds}/{{method}}/seed{{seed}}.npz",
+            results=_outs(_ds, "linear"),
         wildcard_constraints:
-            dataset="|".join(_d["tasks"]),
-            method="|".join(config["methods"]),
+            method=_METHODS_RE,
+            seed=r"\d+",
+        params:
+            dataset=_ds,
+            settings=_settings["linear"],
         threads: 1  # mostly single-threaded work: two such jobs share two cores better than one
         resources:
             **step_resources("evaluate_linear", gpu=True),
         log:
-            "data/logs/evaluate/{dataset}/{method}/linear.log",
+            f"data/logs/evaluate/{_ds}/{{method}}/linear/seed{{seed}}.log",
         benchmark:
-            "data/benchmarks/evaluate/{dataset}/{method}/linear.tsv"
+            f"data/benchmarks/evaluate/{_ds}/{{method}}/linear/seed{{seed}}.tsv"
         shell:
-            "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
-            " --protocol linear --processed data/processed/{wildcards.dataset} --model {input.model}"
+            "{PY} evaluate --config {CONFIG_PATH} --dataset {params.dataset} --method {wildcards.method}"
+            " --protocol linear --processed data/processed/{params.dataset} --model {input.model}"
             " --features {output.features} --out {output.results} --threads {threads} > {log} 2>&1"
+
+    if _ds in _plan.finetune_tasks(config):
+
+        rule:
+            name:
+                f"evaluate_finetune_{_ds}"
+            input:
+                model=task_checkpoint(_ds),
+                table=f"data/processed/{_ds}/table.parquet",
+                splits=_splits,
+            output:
+                _outs(_ds, "finetune"),
+            wildcard_constraints:
+                method=_METHODS_RE,
+                seed=r"\d+",
+            params:
+                dataset=_ds,
+                settings=_settings["finetune"],
+            threads: config["resources"]["evaluate_finetune"]["threads"]
+            resources:
+                **step_resources("evaluate_finetune", gpu=True),
+            log:
+                f"data/logs/evaluate/{_ds}/{{method}}/finetune/seed{{seed}}.log",
+            benchmark:
+                f"data/benchmarks/evaluate/{_ds}/{{method}}/finetune/seed{{seed}}.tsv"
+            shell:
+                "{PY} evaluate --config {CONFIG_PATH} --dataset {params.dataset} --method {wildcards.method}"
+                " --protocol finetune --processed data/processed/{params.dataset} --model {input.model}"
+                " --out {output} --threads {threads} > {log} 2>&1"
 
     rule:
         name:
-            f"evaluate_classical_{_domain}"
+            f"evaluate_classical_{_ds}"
         input:
-            table="data/processed/{dataset}/table.parquet",
-            splits=task_splits,
+            table=f"data/processed/{_ds}/table.parquet",
+            splits=_splits,
         output:
-            [f"data/results/{{dataset}}/{{method}}/classical/{r}.json" for r in runs_of(_d, "classical")],
+            [f"data/results/{_ds}/{{method}}/classical/{s}/seed{k}.json"
+             for k in _plan.pretrain_seeds(config, _task_domain[_ds]) for s in _plan.split_names(config, _ds)],
         wildcard_constraints:
-            dataset="|".join(_d["tasks"]),
-            method="|".join(BASELINES),
+            method="|".join(_plan.BASELINE_KINDS),
+        params:
+            dataset=_ds,
+            settings=_settings["classical"],
         threads: 2
         resources:
             **step_resources("evaluate_classical"),
         log:
-            "data/logs/evaluate/{dataset}/{method}/classical.log",
+            f"data/logs/evaluate/{_ds}/{{method}}/classical.log",
         benchmark:
-            "data/benchmarks/evaluate/{dataset}/{method}/classical.tsv"
+            f"data/benchmarks/evaluate/{_ds}/{{method}}/classical.tsv"
         shell:
-            "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
-            " --protocol classical --processed data/processed/{wildcards.dataset}"
+            "{PY} evaluate --config {CONFIG_PATH} --dataset {params.dataset} --method {wildcards.method}"
+            " --protocol classical --processed data/processed/{params.dataset}"
             " --out {output} --threads {threads} > {log} 2>&1"
-
-
-rule evaluate_finetune:
-    input:
-        model=checkpoint,
-        table="data/processed/{dataset}/table.parquet",
-        split="data/processed/{dataset}/splits/{split}.parquet",
-    output:
-        "data/results/{dataset}/{method}/finetune/{split}/seed{seed}.json",
-    wildcard_constraints:
-        split=_SPLIT_RE,
-    threads: 2
-    resources:
-        **step_resources("evaluate_finetune", gpu=True),
-    log:
-        "data/logs/evaluate/{dataset}/{method}/finetune/{split}/seed{seed}.log",
-    benchmark:
-        "data/benchmarks/evaluate/{dataset}/{method}/finetune/{split}/seed{seed}.tsv"
-    shell:
-        "{PY} evaluate --config {CONFIG_PATH} --dataset {wildcards.dataset} --method {wildcards.method}"
-        " --protocol finetune --processed data/processed/{wildcards.dataset} --model {input.model}"
-        " --out {output} --threads {threads} > {log} 2>&1"
-

@@ -1,5 +1,5 @@
-# pretrain: one job per (corpus, method) -> data/checkpoints/<corpus>/<method>/model.pt + log.jsonl.
-# A killed job leaves data/checkpoints/<corpus>/<method>/last.pt (not a declared output, so
+# pretrain: one job per (corpus, method, seed) -> data/checkpoints/<corpus>/<method>/seed<k>/model.pt + log.jsonl.
+# A killed job leaves data/checkpoints/<corpus>/<method>/seed<k>/last.pt (not a declared output, so
 # Snakemake keeps it); the rerun resumes from it.
 # GPUs: `resources: gpu=1` only limits how many training jobs run at once (`--resources gpu=N`);
 # the command itself takes a free device through a lock-file slot (pipeline_src/train/slots.py,
@@ -16,31 +16,31 @@ rule pretrain:
     input:
         corpus_inputs,
     output:
-        model="data/checkpoints/{corpus}/{method}/model.pt",
-        log="data/checkpoints/{corpus}/{method}/log.jsonl",
+        model="data/checkpoints/{corpus}/{method}/seed{seed}/model.pt",
+        log="data/checkpoints/{corpus}/{method}/seed{seed}/log.jsonl",
     wildcard_constraints:
         corpus="|".join(sorted({d["corpus"] for d in config["domains"].values()})),
         method="|".join(config["methods"]),
+        seed=r"\d+",
     params:
         # rerun when the settings this job uses change, not when any config key does
-        settings=lambda w: config_hash(pretrain_settings(config, w.corpus, w.method)),
+        settings=lambda w: config_hash({**pretrain_settings(config, w.corpus, w.method), "seed": int(w.seed)}),
         processed=lambda w: f"data/processed/{w.corpus}",
-        out=lambda w: f"data/checkpoints/{w.corpus}/{w.method}",
-    threads: 2
+        out=lambda w: f"data/checkpoints/{w.corpus}/{w.method}/seed{w.seed}",
+    # small models train faster per core on one thread: two such jobs share two cores
+    threads: config["resources"]["pretrain"]["threads"]
     # before any evaluation job that is ready at the same time: the long jobs start first, and
     # the one-thread evaluation jobs fill the cores around them instead of trailing at the end
     priority: 10
     resources:
         **step_resources("pretrain", gpu=True),
     log:
-        "data/logs/pretrain/{corpus}/{method}.log",
+        "data/logs/pretrain/{corpus}/{method}/seed{seed}.log",
     benchmark:
-        "data/benchmarks/pretrain/{corpus}/{method}.tsv"
+        "data/benchmarks/pretrain/{corpus}/{method}/seed{seed}.tsv"
     shell:
-        "{PY} pretrain --config {CONFIG_PATH} --corpus {wildcards.corpus} --method {wildcards.method}"
+        "{PY} pretrain --config {CONFIG_PATH} --corpus {wildcards.corpus} --method {wildcards.method} --seed {wildcards.seed}"
         " --processed {params.processed} --out {params.out} --threads {threads} > {log} 2>&1"
 
 
-PRETRAIN_TARGETS = [
-    f"data/checkpoints/{d['corpus']}/{m}/model.pt" for d in config["domains"].values() for m in config["methods_run"]
-]
+PRETRAIN_TARGETS = _plan.planned_checkpoints(config)

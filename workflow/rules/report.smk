@@ -1,24 +1,6 @@
 # report: every result, checkpoint and benchmark -> reports/all.md, reports/tables/*.csv, reports/figures/*.png
 
 
-def _write_expected(paths):
-    """The planned result paths, for the report to tell 'not run' from 'failed'."""
-    import hashlib
-    import os
-
-    text = "\n".join(paths) + "\n"
-    p = f"data/run_config/targets-{hashlib.sha256(text.encode()).hexdigest()[:16]}.txt"
-    if not os.path.exists(p):
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        with open(p + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(p + ".tmp", p)
-    return p
-
-
-EXPECTED_PATH = _write_expected(EVAL_TARGETS)
-
-
 rule report:
     input:
         results=EVAL_TARGETS,
@@ -37,6 +19,9 @@ rule report:
         # headline numbers and loss curves in DVC's formats (dvc metrics / dvc plots)
         metrics="reports/metrics.json",
         plots=directory("reports/plots"),
+    params:
+        # the report checks every result's settings hash against the config: rebuild on any change
+        settings=config_hash(config),
     threads: 1
     resources:
         **step_resources("report"),
@@ -45,7 +30,7 @@ rule report:
     benchmark:
         "data/benchmarks/report.tsv"
     shell:
-        "({PY} report --config {CONFIG_PATH} --expected-file {EXPECTED_PATH} --reference {input.reference}"
+        "({PY} report --config {CONFIG_PATH} --reference {input.reference}"
         " --out {output.md} --tables-dir {output.tables} --figures-dir {output.figures}"
-        " && {PY} metrics --config {CONFIG_PATH} --expected-file {EXPECTED_PATH} --out {output.metrics}"
+        " && {PY} metrics --config {CONFIG_PATH} --out {output.metrics}"
         " --plots-dir {output.plots}) > {log} 2>&1"

@@ -1,0 +1,174 @@
+"""The plan of a run: every checkpoint and result a (validated) config asks for, and the settings
+each one depends on. The Snakemake rules, the report ("not run" / "failed" / stale cells) and the
+metrics all take their lists from here, so they cannot drift apart.
+
+Evaluation units are paired: for a task, every method (``none`` included) and every classical
+baseline is run on the same ``(seed, split)`` units — ``seed`` from the domain's ``pretrain_seeds``
+(the checkpoint a pretrained method's result uses, and the seed of the probe / finetune run),
+``split`` from the task's split kinds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .paths import ResultKey, checkpoint_path, split_kind
+
+# classical baseline -> the input kind it applies to (the functions live in evaluate/baselines.py)
+BASELINE_KINDS: dict[str, str] = {"rf_morgan": "smiles", "gbm": "numeric", "aac_linear": "protein"}
+PROTOCOLS = ("linear", "finetune", "classical")
+
+
+def settings_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def baselines_for(input_kind: str) -> list[str]:
+    return [name for name, kind in BASELINE_KINDS.items() if kind == input_kind]
+
+
+def task_domains(cfg: dict[str, Any]) -> dict[str, str]:
+    """task -> its domain."""
+    return {t: dom for dom, d in cfg["domains"].items() for t in d["tasks"]}
+
+
+def pretrain_seeds(cfg: dict[str, Any], domain: str) -> list[int]:
+    """``domains.<d>.pretrain_seeds``, else the top-level ``pretrain_seeds``."""
+    seeds = cfg["domains"][domain].get("pretrain_seeds") or cfg["pretrain_seeds"]
+    return [int(s) for s in seeds]
+
+
+def split_kinds(cfg: dict[str, Any], dataset: str) -> list[str]:
+    """The task's split kinds: ``domains.<d>.task_splits.<task>``, else ``domains.<d>.splits``."""
+    d = cfg["domains"][task_domains(cfg)[dataset]]
+    return list(d.get("task_splits", {}).get(dataset) or d.get("splits", ["fixed"]))
+
+
+def split_names_of_kind(cfg: dict[str, Any], kind: str) -> list[str]:
+    if kind in ("scaffold", "fixed"):
+        return [kind]
+    if kind == "scaffold_cv":
+        cv = cfg["scaffold_cv"]
+        return [f"scaffold_cv_r{r}_f{k}" for r in range(int(cv["repeats"])) for k in range(int(cv["folds"]))]
+    return [f"{kind}_seed{s}" for s in cfg["seeds"]]
+
+
+def split_names(cfg: dict[str, Any], dataset: str) -> list[str]:
+    """Every split file stem of a task (``data/processed/<task>/splits/<name>.parquet``)."""
+    return [n for kind in split_kinds(cfg, dataset) for n in split_names_of_kind(cfg, kind)]
+
+
+def finetune_tasks(cfg: dict[str, Any]) -> list[str]:
+    tasks = [t for d in cfg["domains"].values() for t in d["tasks"]]
+    if "finetune" not in cfg["evaluate"]["protocols"]:
+        return []
+    chosen = cfg["evaluate"]["finetune"].get("tasks")
+    return tasks if chosen is None else [t for t in tasks if t in chosen]
+
+
+def protocol_split_names(cfg: dict[str, Any], dataset: str, protocol: str) -> list[str]:
+    """The splits a protocol runs on: all of the task's, except that finetuning may be limited to
+    ``evaluate.finetune.split_kinds`` (finetuning costs a training run per unit)."""
+    names = split_names(cfg, dataset)
+    if protocol == "finetune":
+        kinds = cfg["evaluate"]["finetune"].get("split_kinds")
+        if kinds is not None:
+            names = [n for n in names if split_kind(n) in kinds]
+    return names
+
+
+def task_runs(cfg: dict[str, Any], registry: dict[str, dict], dataset: str) -> list[tuple[str, str]]:
+    """(method, protocol) pairs planned for a task."""
+    ev = cfg["evaluate"]
+    runs = [(m, p) for p in ev["protocols"] if p != "finetune" for m in cfg["methods_run"]]
+    if dataset in finetune_tasks(cfg):
+        runs += [(m, "finetune") for m in cfg["methods_run"]]
+    if ev["baselines"]:
+        runs += [(b, "classical") for b in baselines_for(registry[dataset]["input"]["kind"])]
+    return runs
+
+
+def results_of(cfg: dict[str, Any], dataset: str, method: str, protocol: str, seed: int | None = None) -> list[ResultKey]:
+    """The results of one (task, method, protocol), for one seed or for every seed."""
+    seeds = pretrain_seeds(cfg, task_domains(cfg)[dataset]) if seed is None else [int(seed)]
+    names = protocol_split_names(cfg, dataset, protocol)
+    return [ResultKey(dataset, method, protocol, s, k) for k in seeds for s in names]
+
+
+def planned_results(cfg: dict[str, Any], registry: dict[str, dict]) -> list[ResultKey]:
+    """Every result the config asks for, in a stable order."""
+    out: list[ResultKey] = []
+    for d in cfg["domains"].values():
+        for ds in d["tasks"]:
+            for method, protocol in task_runs(cfg, registry, ds):
+                out += results_of(cfg, ds, method, protocol)
+    return out
+
+
+def planned_checkpoints(cfg: dict[str, Any]) -> list[str]:
+    """Every pretraining output (``none`` included: its seeded random initialization)."""
+    return [checkpoint_path(d["corpus"], m, s) for dom, d in cfg["domains"].items()
+            for m in cfg["methods_run"] for s in pretrain_seeds(cfg, dom)]
+
+
+# --- settings: what each output depends on (its rerun trigger and its staleness check) -----------
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def finetune_settings(cfg: dict[str, Any], domain: str) -> dict[str, Any]:
+    """``evaluate.finetune`` with ``domains.<domain>.finetune`` over it, less the plan keys."""
+    ft = _deep_merge(cfg["evaluate"]["finetune"], cfg["domains"][domain].get("finetune", {}))
+    return {k: v for k, v in ft.items() if k not in ("tasks", "split_kinds")}
+
+
+def eval_settings(cfg: dict[str, Any], registry: dict[str, dict], dataset: str, protocol: str) -> dict[str, Any]:
+    """Everything an evaluation result depends on besides its input files (table, split, checkpoint)."""
+    entry = registry[dataset]
+    out: dict[str, Any] = {"protocol": protocol, "max_train_rows": cfg["evaluate"]["max_train_rows"],
+                           "task": {k: entry.get(k) for k in ("task", "metric", "labels", "input")}}
+    if protocol == "finetune":
+        out["finetune"] = finetune_settings(cfg, task_domains(cfg)[dataset])
+    return out
+
+
+def eval_settings_hash(cfg: dict[str, Any], registry: dict[str, dict], dataset: str, protocol: str) -> str:
+    return settings_hash(eval_settings(cfg, registry, dataset, protocol))
+
+
+def split_settings(cfg: dict[str, Any], registry: dict[str, dict], dataset: str) -> dict[str, Any]:
+    """What a task's split files depend on besides its table."""
+    out: dict[str, Any] = {"split": registry[dataset].get("split", {})}
+    if "scaffold_cv" in split_kinds(cfg, dataset):
+        out["scaffold_cv"] = {k: cfg["scaffold_cv"][k] for k in ("folds", "valid_fraction")}
+    return out
+
+
+def check(cfg: dict[str, Any], registry: dict[str, dict], source: str = "config") -> None:
+    """Cross-key checks the schema cannot express; each error names the key."""
+    from .config import ConfigError
+
+    seen: dict[str, str] = {}
+    for dom, d in cfg["domains"].items():
+        for ds in [d["corpus"], *d["tasks"]]:
+            if ds not in registry:
+                raise ConfigError(f"{source}: domains.{dom} names dataset {ds!r}, which is not in {cfg['registry']}")
+        for ds in d["tasks"]:
+            if ds in seen:
+                raise ConfigError(f"{source}: task {ds!r} is in domains.{seen[ds]} and domains.{dom}")
+            seen[ds] = dom
+        for ds in d.get("task_splits", {}):
+            if ds not in d["tasks"]:
+                raise ConfigError(f"{source}: domains.{dom}.task_splits.{ds}: {ds!r} is not a task of domains.{dom}")
+    for ds in cfg["evaluate"]["finetune"].get("tasks") or []:
+        if ds not in seen:
+            raise ConfigError(f"{source}: evaluate.finetune.tasks names {ds!r}, which is no task of any domain")
+    for m in cfg["methods_run"]:
+        if m not in cfg["methods"]:
+            raise ConfigError(f"{source}: methods_run names {m!r}, which has no entry under 'methods'")
