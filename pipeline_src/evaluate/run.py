@@ -75,12 +75,14 @@ def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str
     return str(dev)
 
 
-def _labels_and_folds(processed: Path, split_file: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = _table(processed, ["id", "label"]).set_index("id")
-    s = pq.read_table(split_file).to_pandas().set_index("id")
-    y = t.loc[ids, "label"].to_numpy()
-    fold = s.loc[ids, "fold"].astype(str).to_numpy()
-    return y, fold
+def _labels(processed: Path, ids: np.ndarray) -> np.ndarray:
+    """The labels of the rows ``ids``, in that order: [n]."""
+    return _table(processed, ["id", "label"]).set_index("id").loc[ids, "label"].to_numpy()
+
+
+def _folds(split_file: str | Path, ids: np.ndarray) -> np.ndarray:
+    """The fold ('train' / 'valid' / 'test') of the rows ``ids`` in one split file: [n] str."""
+    return pq.read_table(split_file).to_pandas().set_index("id").loc[ids, "fold"].astype(str).to_numpy()
 
 
 def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, processed: str, outs: list[str],
@@ -90,7 +92,8 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     from ``<processed>/splits/<split>.parquet``) and the seed of each run.
 
     ``linear`` first computes the frozen features of ``model`` into ``features`` (once for all
-    runs); ``classical`` reads the table once; ``finetune`` trains the encoder per run.
+    runs); ``classical`` reads the table once; ``finetune`` loads the task and the pretrained
+    encoder once and trains a copy of the encoder per run. Labels are read once per job.
     """
     from ..report.aggregate import parse_result_path
 
@@ -126,9 +129,18 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     elif protocol == "finetune":
         if not model:
             raise ConfigError("the finetune protocol needs --model")
+        from ..train.devices import pick_device
+        from ..train.loop import load_pretrained
+
         data = load_encoded(processed_p)
-        shared = {"data": data.subset(eval_rows(data.ids, ev["max_rows"])),
+        encoder, meta = load_pretrained(model, encoder_only=True)  # each run trains a copy
+        dev = pick_device(device)
+        device_used = str(dev)
+        shared = {"data": data.subset(eval_rows(data.ids, ev["max_rows"])), "encoder": encoder, "device": dev,
+                  "dim": int(meta["model_cfg"]["dim"]), "max_len": int(meta["max_len"]),
+                  "cfg": finetune_config(cfg, domain_of(cfg, dataset)),
                   "provenance": {"checkpoint_sha256": file_sha256(model)}}
+        shared["ids"] = shared["data"].ids
     else:
         from .baselines import BASELINES
 
@@ -137,38 +149,34 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         table = _table(processed_p)
         rows = eval_rows(table["id"].to_numpy(), ev["max_rows"])
         shared = {"table": table.iloc[rows].reset_index(drop=True), "provenance": {}}
+        shared["ids"] = shared["table"]["id"].to_numpy()
+    y = _labels(processed_p, shared["ids"])
     shared_s = time.time() - t_shared
     results = []
     for out, split, seed in runs:
         t0 = time.time()
-        split_file = processed_p / "splits" / f"{split}.parquet"
+        fold = _folds(processed_p / "splits" / f"{split}.parquet", shared["ids"])
+        extra: dict[str, Any] = {}
         if protocol == "linear":
             from .linear import linear_probe
 
-            y, fold = _labels_and_folds(processed_p, split_file, shared["ids"])
             res = linear_probe(shared["X"], y, fold, task, metric, seed)
         elif protocol == "finetune":
-            from ..train.devices import pick_device, seed_everything
-            from ..train.loop import load_pretrained
+            from ..train.devices import seed_everything
             from .finetune import finetune
 
             seed_everything(seed, threads)
-            data = shared["data"]
-            y, fold = _labels_and_folds(processed_p, split_file, data.ids)
-            encoder, meta = load_pretrained(model, encoder_only=True)
-            dev = pick_device(device)
-            device_used = str(dev)
-            res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, task, metric,
-                           finetune_config(cfg, domain_of(cfg, dataset)), int(meta["max_len"]), seed, dev)
+            res = finetune(shared["encoder"], shared["dim"], shared["data"], y, fold, task, metric, shared["cfg"],
+                           shared["max_len"], seed, shared["device"], log=lambda m: print(m, flush=True))
+            extra = {"chosen": res.chosen, "curve": res.curve, "grid": res.grid}
+            res.model = None  # the next run trains its own copy
         else:
             from .baselines import BASELINES
 
-            table = shared["table"]
-            y, fold = _labels_and_folds(processed_p, split_file, table["id"].to_numpy())
-            res = BASELINES[method][1](table, y, fold, task, metric, seed, threads or 1)
+            res = BASELINES[method][1](shared["table"], y, fold, task, metric, seed, threads or 1)
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
-            "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper, "n": res.n,
+            "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper, "n": res.n, **extra,
             "settings_hash": config_hash({"evaluate": ev, "domain": cfg["domains"][domain_of(cfg, dataset)]}),
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
             "device": device_used, "host": platform.node(), "python": platform.python_version(), **shared["provenance"],
