@@ -27,6 +27,7 @@ from .linear import ProbeResult
 from .metrics import compute_metric, is_better
 
 SCHEDULES = ("constant", "cosine", "linear")
+Curve = list[dict[str, float]]  # [{epoch, train_loss, valid}] per epoch run
 
 
 class Head(nn.Module):
@@ -50,7 +51,7 @@ class Targets:
 @dataclass
 class FinetuneResult(ProbeResult):
     """:class:`ProbeResult` plus the chosen run's per-epoch curve, the lr grid and the model."""
-    curve: list[dict[str, float]] = field(default_factory=list)  # chosen lr: [{epoch, train_loss, valid}]
+    curve: Curve = field(default_factory=list)                   # of the chosen lr
     chosen: dict[str, float] = field(default_factory=dict)       # {lr, epoch}
     grid: list[dict[str, Any]] = field(default_factory=list)     # per lr: {lr, valid, epoch, epochs_run}
     model: nn.Module | None = None                               # Head with the chosen weights, eval mode
@@ -119,7 +120,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t: Targets, tr: np.ndarray,
                   va: np.ndarray, task: str, metric: str, cfg: dict[str, Any], lr: float, max_len: int, seed: int,
-                  device: torch.device, log: Callable[[str], None]) -> tuple[Head, dict[str, torch.Tensor], list[dict[str, float]], int]:
+                  device: torch.device, log: Callable[[str], None]) -> tuple[Head, dict[str, torch.Tensor], Curve, int]:
     """Train a fresh head on a copy of ``encoder`` at one learning rate; returns the model, the
     state of its best-on-valid epoch, the curve and that epoch (1-based; 0 when the train loss was
     not finite in the first epoch)."""
@@ -133,7 +134,7 @@ def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(str(cfg.get("schedule", "constant")), warmup, total))
     patience = int(cfg.get("patience", 10))
     yt = t.y.to(device)
-    curve: list[dict[str, float]] = []
+    curve: Curve = []
     best, best_state, best_epoch, bad = None, None, 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -180,7 +181,7 @@ def finetune(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, fold: n
     lrs = [float(v) for v in (cfg.get("lrs") or [cfg["lr"]])]
     dev = torch.device(device)
     t = make_targets(y, fold, task, metric)
-    chosen: tuple[float, float, int, dict[str, torch.Tensor], list[dict[str, float]], Head] | None = None
+    chosen: tuple[float, float, int, dict[str, torch.Tensor], Curve, Head] | None = None
     grid: list[dict[str, Any]] = []
     for lr in lrs:
         model, state, curve, epoch = _train_one_lr(encoder, dim, data, y, t, tr, va, task, metric, cfg, lr,

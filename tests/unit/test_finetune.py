@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from pipeline_src.data.encode import Encoded, load_encoded
-from pipeline_src.evaluate.finetune import finetune, lr_factor, make_targets, predict, task_loss
+from pipeline_src.evaluate.finetune import finetune, lr_factor, make_targets, task_loss
 from pipeline_src.evaluate.metrics import compute_metric
 from pipeline_src.methods import build_method
 from test_report_support import write_model
