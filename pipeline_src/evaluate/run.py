@@ -147,7 +147,8 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     from ``<processed>/splits/<split>.parquet``) and the seed of each run.
 
     ``linear`` first computes the frozen features of ``model`` into ``features`` (once for all
-    runs); ``classical`` reads the table once; ``finetune`` trains the encoder per run.
+    runs); ``classical`` reads the table once; ``finetune`` loads the task and the pretrained
+    encoder once and trains a copy of the encoder per run. Labels are read once per job.
     """
 
     cfg = load_config(config_path)
@@ -190,10 +191,19 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     elif protocol == "finetune":
         if not model:
             raise ConfigError("the finetune protocol needs --model")
+        from ..train.devices import pick_device
+        from ..train.loop import load_pretrained
+
         data = load_encoded(processed_p)
         if not np.array_equal(data.ids.astype(str), ids):
             raise ConfigError(f"{processed_p}: the encoded inputs and the table list different ids")
-        shared = {"data": data.subset(rows), "provenance": {"checkpoint_sha256": file_sha256(model)}}
+        encoder, meta = load_pretrained(model, encoder_only=True)  # each run trains a copy
+        dev = pick_device(device)
+        device_used = str(dev)
+        shared = {"data": data.subset(rows), "encoder": encoder, "device": dev,
+                  "dim": int(meta["model_cfg"]["dim"]), "max_len": int(meta["max_len"]),
+                  "cfg": finetune_settings(cfg, domain_of(cfg, dataset)),
+                  "provenance": {"checkpoint_sha256": file_sha256(model)}}
     else:
         from .baselines import BASELINES
 
@@ -206,21 +216,20 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     for out, split, seed in runs:
         t0 = time.time()
         fold = folds[split][rows]
+        extra: dict[str, Any] = {}
         if protocol == "linear":
             from .linear import linear_probe
 
             res = linear_probe(shared["X"], y_rows, fold, task, metric, seed)
         elif protocol == "finetune":
-            from ..train.devices import pick_device, seed_everything
-            from ..train.loop import load_pretrained
+            from ..train.devices import seed_everything
             from .finetune import finetune
 
             seed_everything(seed, threads)
-            encoder, meta = load_pretrained(model, encoder_only=True)
-            dev = pick_device(device)
-            device_used = str(dev)
-            res = finetune(encoder, int(meta["model_cfg"]["dim"]), shared["data"], y_rows, fold, task, metric,
-                           finetune_settings(cfg, domain_of(cfg, dataset)), int(meta["max_len"]), seed, dev)
+            res = finetune(shared["encoder"], shared["dim"], shared["data"], y_rows, fold, task, metric, shared["cfg"],
+                           shared["max_len"], seed, shared["device"], log=lambda m: print(m, flush=True))
+            extra = {"chosen": res.chosen, "curve": res.curve, "grid": res.grid}
+            res.model = None  # the next run trains its own copy
         else:
             from .baselines import BASELINES
 
@@ -228,7 +237,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
             "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper,
-            "n": {**res.n, **fold_sizes(fold, y_rows, task)},
+            "n": {**res.n, **fold_sizes(fold, y_rows, task)}, **extra,
             "settings_hash": settings,
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
             "device": device_used, "host": platform.node(), "python": platform.python_version(), **shared["provenance"],

@@ -1,9 +1,11 @@
-"""Report figures (PNG, matplotlib Agg): loss curves, per-task comparison bars, SMA masks."""
+"""Report figures (PNG, matplotlib Agg): loss curves, finetune valid curves, per-task comparison
+bars, SMA masks."""
 from __future__ import annotations
 
 import os
 import uuid
 from pathlib import Path
+from typing import Any, Iterable
 
 import matplotlib
 
@@ -55,6 +57,43 @@ def loss_curves(corpus: str, logs: dict[str, pd.DataFrame], path: str | Path, sm
     else:
         ax.set_ylabel("pretraining loss (masked tokens)")
     ax.set_title(f"Pretraining loss on {corpus}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_png(fig, path)
+
+
+def finetune_curve_means(task: str, results: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Per (method, epoch): the mean, min and max of the valid metric over the finetune runs of
+    ``task`` (result dicts with a ``curve``), and ``n``, the runs that reached that epoch (early
+    stopping ends runs at different epochs). Columns: method, epoch, mean, min, max, n."""
+    rows = [(r["method"], int(c["epoch"]), float(c["valid"]))
+            for r in results
+            if r.get("dataset") == task and r.get("protocol") == "finetune"
+            for c in r.get("curve") or [] if c.get("valid") is not None]
+    df = pd.DataFrame(rows, columns=["method", "epoch", "valid"])
+    return (df.groupby(["method", "epoch"], sort=True)["valid"].agg(["mean", "min", "max", "size"])
+            .rename(columns={"size": "n"}).reset_index())
+
+
+def finetune_curves(task: str, results: Iterable[dict[str, Any]], path: str | Path) -> Path | None:
+    """The valid metric per finetune epoch of ``task``, one line per method: the mean over its runs
+    (splits x seeds) that reached the epoch, the band from their min to max. ``results``: result
+    JSON dicts (other tasks and protocols are skipped). None when no run of ``task`` has a curve."""
+    results = list(results)
+    means = finetune_curve_means(task, results)
+    if means.empty:
+        return None
+    metric = next(r.get("metric", "") for r in results if r.get("dataset") == task and r.get("protocol") == "finetune")
+    arrow = "" if metric not in HIGHER_IS_BETTER else (" ↑" if HIGHER_IS_BETTER[metric] else " ↓")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (method, df) in enumerate(means.groupby("method", sort=True)):
+        color = f"C{i % 10}"
+        runs = int(df["n"].max())
+        ax.fill_between(df["epoch"], df["min"], df["max"], color=color, alpha=0.15, linewidth=0)
+        ax.plot(df["epoch"], df["mean"], color=color, marker="o", markersize=3, label=f"{method} ({runs} runs)")
+    ax.set_xlabel("finetune epoch")
+    ax.set_ylabel(f"valid {METRIC_LABEL.get(metric, metric)}{arrow}")
+    ax.set_title(f"Finetuning on {task}: valid metric per epoch (mean over runs; band = min to max)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_png(fig, path)
