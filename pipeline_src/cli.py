@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--processed", required=True, help="the task's processed folder (with splits/)")
     s.add_argument("--out", required=True, nargs="+",
                    help="result files .../<split>/seed<k>.json: each names the split and the seed of one run")
-    s.add_argument("--features", help="linear: where the frozen features (.npz) are written")
-    s.add_argument("--model", help="model.pt (linear, finetune)")
+    s.add_argument("--features", nargs="+", help="linear: where the frozen features are written, one .../seed<k>.npz per seed")
+    s.add_argument("--model", nargs="+", help="linear, finetune: the checkpoints, one .../seed<k>/model.pt per pretraining seed")
     s.add_argument("--device", default=None)
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_evaluate)

@@ -59,12 +59,8 @@ class ResultKey:
         return f"{Path(results_root).as_posix()}/{self.dataset}/{self.method}/{self.protocol}/{self.split}/seed{self.seed}.json"
 
     def log_path(self, logs_root: str | Path = "data/logs") -> str:
-        """Where the evaluate rule writes this run's log: one per (dataset, method, seed) for the
-        linear and finetune protocols, one per (dataset, baseline) for the classical one."""
-        base = Path(logs_root) / "evaluate" / self.dataset / self.method
-        if self.protocol == "classical":
-            return (base / "classical.log").as_posix()
-        return (base / self.protocol / f"seed{self.seed}.log").as_posix()
+        """Where the evaluate rule writes this run's log: one job per (dataset, method, protocol)."""
+        return (Path(logs_root) / "evaluate" / self.dataset / self.method / f"{self.protocol}.log").as_posix()
 
 
 def parse_result_path(path: str | Path) -> ResultKey:

@@ -90,9 +90,16 @@ def task_runs(cfg: dict[str, Any], registry: dict[str, dict], dataset: str) -> l
     return runs
 
 
+def unit_seeds(cfg: dict[str, Any], dataset: str, protocol: str) -> list[int]:
+    """The seeds of a task's units: the domain's pretraining seeds; the classical baselines, which
+    use no checkpoint, run with the first seed only (they are a reference, not part of the tests)."""
+    seeds = pretrain_seeds(cfg, task_domains(cfg)[dataset])
+    return seeds[:1] if protocol == "classical" else seeds
+
+
 def results_of(cfg: dict[str, Any], dataset: str, method: str, protocol: str, seed: int | None = None) -> list[ResultKey]:
-    """The results of one (task, method, protocol), for one seed or for every seed."""
-    seeds = pretrain_seeds(cfg, task_domains(cfg)[dataset]) if seed is None else [int(seed)]
+    """The results of one (task, method, protocol), for one seed or for every seed of its units."""
+    seeds = unit_seeds(cfg, dataset, protocol) if seed is None else [int(seed)]
     names = protocol_split_names(cfg, dataset, protocol)
     return [ResultKey(dataset, method, protocol, s, k) for k in seeds for s in names]
 
@@ -163,12 +170,13 @@ def check(cfg: dict[str, Any], registry: dict[str, dict], source: str = "config"
             if ds in seen:
                 raise ConfigError(f"{source}: task {ds!r} is in domains.{seen[ds]} and domains.{dom}")
             seen[ds] = dom
+        # overlays may drop tasks: an entry for a registry dataset outside this run's tasks is unused
         for ds in d.get("task_splits", {}):
-            if ds not in d["tasks"]:
-                raise ConfigError(f"{source}: domains.{dom}.task_splits.{ds}: {ds!r} is not a task of domains.{dom}")
+            if ds not in registry:
+                raise ConfigError(f"{source}: domains.{dom}.task_splits names {ds!r}, which is not in {cfg['registry']}")
     for ds in cfg["evaluate"]["finetune"].get("tasks") or []:
-        if ds not in seen:
-            raise ConfigError(f"{source}: evaluate.finetune.tasks names {ds!r}, which is no task of any domain")
+        if ds not in registry:
+            raise ConfigError(f"{source}: evaluate.finetune.tasks names {ds!r}, which is not in {cfg['registry']}")
     for m in cfg["methods_run"]:
         if m not in cfg["methods"]:
             raise ConfigError(f"{source}: methods_run names {m!r}, which has no entry under 'methods'")

@@ -64,37 +64,50 @@ def _fit_select(make: Callable[[dict], object], grid: list[dict], X, y, fold, ta
                        n={k: int((fold == k).sum()) for k in ("train", "valid", "test")})
 
 
-def rf_morgan(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+def morgan_table(table: pd.DataFrame) -> np.ndarray:
+    return morgan_fingerprints(table["smiles"])
+
+
+def rf_morgan(X: np.ndarray, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+    """X: Morgan fingerprints (:func:`morgan_table`)."""
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-    X = morgan_fingerprints(table["smiles"])
     cls = RandomForestRegressor if task == "regression" else RandomForestClassifier
     # sqrt features per split (sklearn's regressor default is all 2048 bits: ~40x slower, no better)
     grid = [{"n_estimators": 200, "max_features": "sqrt", "min_samples_leaf": leaf} for leaf in (1, 3)]
     return _fit_select(lambda h: cls(random_state=seed, n_jobs=threads, **h), grid, X, y, fold, task, metric)
 
 
-def gbm_features(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+def numeric_table(table: pd.DataFrame) -> np.ndarray:
+    feats = [c for c in table.columns if pd.api.types.is_float_dtype(table[c]) and c != "label"]
+    return table[feats].to_numpy(np.float32)
+
+
+def gbm_features(X: np.ndarray, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+    """X: the raw numeric features (:func:`numeric_table`)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    feats = [c for c in table.columns if pd.api.types.is_float_dtype(table[c]) and c != "label"]
-    X = table[feats].to_numpy(np.float32)
     cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
     grid = [{"max_iter": it, "learning_rate": 0.1} for it in (100, 300)]
     return _fit_select(lambda h: cls(random_state=seed, **h), grid, X, y, fold, task, metric)
 
 
-def aac_linear(table: pd.DataFrame, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
-    return linear_probe(aa_composition(table["seq"] if "seq" in table else table["sequence"]), y, fold, task, metric, seed)
+def aac_table(table: pd.DataFrame) -> np.ndarray:
+    return aa_composition(table["seq"] if "seq" in table else table["sequence"])
 
 
-# name -> (input kind it applies to, function)
-BASELINES: dict[str, tuple[str, Callable[..., ProbeResult]]] = {
-    "rf_morgan": ("smiles", rf_morgan),
-    "gbm": ("numeric", gbm_features),
-    "aac_linear": ("protein", aac_linear),
+def aac_linear(X: np.ndarray, y, fold, task, metric, seed: int, threads: int = 1) -> ProbeResult:
+    """X: amino-acid composition (:func:`aac_table`)."""
+    return linear_probe(X, y, fold, task, metric, seed)
+
+
+# name -> (input kind it applies to, features of a table (once per job), fit-and-score on one split)
+BASELINES: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray], Callable[..., ProbeResult]]] = {
+    "rf_morgan": ("smiles", morgan_table, rf_morgan),
+    "gbm": ("numeric", numeric_table, gbm_features),
+    "aac_linear": ("protein", aac_table, aac_linear),
 }
 
 
 def baselines_for(input_kind: str) -> list[str]:
-    return [name for name, (kind, _) in BASELINES.items() if kind == input_kind]
+    return [name for name, (kind, _, _) in BASELINES.items() if kind == input_kind]

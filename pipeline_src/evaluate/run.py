@@ -140,15 +140,41 @@ def plan_folds(processed: Path, splits: list[str], dataset: str, task: str, metr
     return ids, y, folds
 
 
+def seed_of(path: str | Path) -> int:
+    """The pretraining seed a checkpoint or features path names: ``.../seed<k>/model.pt`` or ``.../seed<k>.npz``."""
+    import re
+
+    p = Path(path)
+    for name in (p.parent.name, p.stem):
+        m = re.fullmatch(r"seed(\d+)", name)
+        if m:
+            return int(m.group(1))
+    raise ConfigError(f"{path}: the path names no pretraining seed (.../seed<k>/model.pt or .../seed<k>.npz)")
+
+
+def _by_seed(paths: list[str] | str | None, what: str) -> dict[int, str]:
+    if paths is None:
+        return {}
+    out: dict[int, str] = {}
+    for p in [paths] if isinstance(paths, str) else paths:
+        k = seed_of(p)
+        if k in out:
+            raise ConfigError(f"{what}: two paths for seed {k}: {out[k]} and {p}")
+        out[k] = p
+    return out
+
+
 def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, processed: str, outs: list[str],
-                 features: str | None = None, model: str | None = None, device: str | None = None,
+                 features: list[str] | str | None = None, model: list[str] | str | None = None, device: str | None = None,
                  threads: int | None = None) -> list[dict[str, Any]]:
     """Write every result of ``outs``: paths ``.../<split>/seed<k>.json`` that name the split (read
     from ``<processed>/splits/<split>.parquet``) and the seed of each run.
 
-    ``linear`` first computes the frozen features of ``model`` into ``features`` (once for all
-    runs); ``classical`` reads the table once; ``finetune`` loads the task and the pretrained
-    encoder once and trains a copy of the encoder per run. Labels are read once per job.
+    ``model`` and ``features`` hold one path per pretraining seed (``.../seed<k>/model.pt``,
+    ``.../seed<k>.npz``); each run uses the checkpoint of its seed. ``linear`` first computes the
+    frozen features of each checkpoint (once for all of its runs); ``classical`` reads the table and
+    computes its features once; ``finetune`` loads the task once and each checkpoint once, and trains
+    a copy of the encoder per run. Labels and folds are read once per job.
     """
 
     cfg = load_config(config_path)
@@ -173,74 +199,83 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         used |= np.isin(fold, ("train", "valid", "test"))
     rows = np.flatnonzero(used)
     settings = eval_settings_hash(cfg, registry, dataset, protocol)
+    models, feats = _by_seed(model, "--model"), _by_seed(features, "--features")
+    seeds = sorted({seed for _, _, seed in runs})
+    if protocol in ("linear", "finetune"):
+        missing = [k for k in seeds if k not in models or (protocol == "linear" and k not in feats)]
+        if missing:
+            raise ConfigError(f"the {protocol} protocol needs --model (and, linear, --features) for seed(s) {missing}")
+    elif protocol != "classical":
+        raise ConfigError(f"unknown protocol {protocol!r}")
     if threads and protocol != "classical":
         import torch
 
         torch.set_num_threads(threads)
-    shared: dict[str, Any] = {}
     device_used = "cpu"
     t_shared = time.time()
+    per_seed: dict[int, dict[str, Any]] = {}
+    shared: dict[str, Any] = {}
     if protocol == "linear":
-        if not features or not model:
-            raise ConfigError("the linear protocol needs --features (written here) and --model")
-        device_used = run_features(cfg, model, processed_p, features, rows, device)
-        f = np.load(features, allow_pickle=False)
-        shared = {"X": f["X"], "provenance": {"features_sha256": file_sha256(features),
-                                               "checkpoint_sha256": file_sha256(model)}}
-        print(f"{dataset}/{method}: features {shared['X'].shape} in {time.time() - t_shared:.1f}s", flush=True)
+        for k in seeds:
+            device_used = run_features(cfg, models[k], processed_p, feats[k], rows, device)
+            f = np.load(feats[k], allow_pickle=False)
+            per_seed[k] = {"X": f["X"], "provenance": {"features_sha256": file_sha256(feats[k]),
+                                                       "checkpoint_sha256": file_sha256(models[k])}}
+            print(f"{dataset}/{method}/seed{k}: features {f['X'].shape} in {time.time() - t_shared:.1f}s", flush=True)
     elif protocol == "finetune":
-        if not model:
-            raise ConfigError("the finetune protocol needs --model")
         from ..train.devices import pick_device
         from ..train.loop import load_pretrained
 
         data = load_encoded(processed_p)
         if not np.array_equal(data.ids.astype(str), ids):
             raise ConfigError(f"{processed_p}: the encoded inputs and the table list different ids")
-        encoder, meta = load_pretrained(model, encoder_only=True)  # each run trains a copy
         dev = pick_device(device)
         device_used = str(dev)
-        shared = {"data": data.subset(rows), "encoder": encoder, "device": dev,
-                  "dim": int(meta["model_cfg"]["dim"]), "max_len": int(meta["max_len"]),
-                  "cfg": finetune_settings(cfg, domain_of(cfg, dataset)),
-                  "provenance": {"checkpoint_sha256": file_sha256(model)}}
+        shared = {"data": data.subset(rows), "device": dev, "cfg": finetune_settings(cfg, domain_of(cfg, dataset))}
+        for k in seeds:
+            encoder, meta = load_pretrained(models[k], encoder_only=True)  # each run trains a copy
+            per_seed[k] = {"encoder": encoder, "dim": int(meta["model_cfg"]["dim"]), "max_len": int(meta["max_len"]),
+                           "provenance": {"checkpoint_sha256": file_sha256(models[k])}}
     else:
         from .baselines import BASELINES
 
         if method not in BASELINES:
             raise ConfigError(f"no classical baseline named {method!r} (known: {', '.join(BASELINES)})")
-        shared = {"table": _table(processed_p).iloc[rows].reset_index(drop=True), "provenance": {}}
+        _, featurize, _ = BASELINES[method]
+        shared = {"X": featurize(_table(processed_p).iloc[rows].reset_index(drop=True))}
+        per_seed = {k: {"provenance": {}} for k in seeds}
     shared_s = time.time() - t_shared
     y_rows = y[rows]
     results = []
     for out, split, seed in runs:
         t0 = time.time()
         fold = folds[split][rows]
+        own = per_seed[seed]
         extra: dict[str, Any] = {}
         if protocol == "linear":
             from .linear import linear_probe
 
-            res = linear_probe(shared["X"], y_rows, fold, task, metric, seed)
+            res = linear_probe(own["X"], y_rows, fold, task, metric, seed)
         elif protocol == "finetune":
             from ..train.devices import seed_everything
             from .finetune import finetune
 
             seed_everything(seed, threads)
-            res = finetune(shared["encoder"], shared["dim"], shared["data"], y_rows, fold, task, metric, shared["cfg"],
-                           shared["max_len"], seed, shared["device"], log=lambda m: print(m, flush=True))
+            res = finetune(own["encoder"], own["dim"], shared["data"], y_rows, fold, task, metric, shared["cfg"],
+                           own["max_len"], seed, shared["device"], log=lambda m: print(m, flush=True))
             extra = {"chosen": res.chosen, "curve": res.curve, "grid": res.grid}
             res.model = None  # the next run trains its own copy
         else:
             from .baselines import BASELINES
 
-            res = BASELINES[method][1](shared["table"], y_rows, fold, task, metric, seed, threads or 1)
+            res = BASELINES[method][2](shared["X"], y_rows, fold, task, metric, seed, threads or 1)
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
             "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper,
             "n": {**res.n, **fold_sizes(fold, y_rows, task)}, **extra,
             "settings_hash": settings,
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
-            "device": device_used, "host": platform.node(), "python": platform.python_version(), **shared["provenance"],
+            "device": device_used, "host": platform.node(), "python": platform.python_version(), **own["provenance"],
         }
         result = json.loads(json.dumps(result, default=_json_default))  # numpy scalars -> JSON types
         write_json_atomic(out, result)

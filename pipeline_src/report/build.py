@@ -33,22 +33,28 @@ SUBSTITUTES = {
                        "and superfamily holdouts).",
 }
 HOW_TO_READ = """\
-- **Cells** are `mean ± std (n=runs)` of the test metric over seeds and over the seeded splits of one kind
-  (e.g. `scaffold_balanced_seed0..2` form `scaffold_balanced`); std is the sample std (ddof = 1),
-  left out when n = 1. `[k of N; ...]` means only k of the N planned runs produced a result.
-- **Direction**: ↑ higher is better (ROC-AUC, accuracy, Spearman), ↓ lower is better (RMSE).
-  The best of *our* rows per column is **bold**; reported rows are never bolded.
+- **Cells** are `mean ± std (n=units)` of the test metric over the evaluation units of one split kind:
+  a unit is (pretraining seed, split) — e.g. the 3 pretraining seeds x the 10 `scaffold_cv` folds give
+  n = 30; on a deterministic split (`scaffold`, `fixed`) n is the number of pretraining seeds. std is
+  the sample std (ddof = 1), left out when n = 1. `[k of N; ...]` means only k of the N planned runs
+  produced a result. Every method of a task is scored on the same units (paired).
+- **Direction**: ↑ higher is better (ROC-AUC, accuracy, Spearman), ↓ lower is better (RMSE: ESOL in
+  log mol/L, FreeSolv in kcal/mol, Lipophilicity in log D).
+- **Bold** marks what is *significantly* best within a protocol and split kind: the best mean, and every
+  method whose Tukey HSD interval against it contains 0 — bolded only when the best is significantly
+  better than at least one other method (Findings names the tests). No bold = no significant winner.
+  Reported rows are never bolded.
 - **Protocols**: `finetune` = encoder + head trained end to end, model selected on the validation
   split (SMA protocol); `linear` = frozen encoder, pooled features, a linear model chosen on the
   validation split (MetaMAE/DABS protocol); `classical` = a non-learned, domain-specific baseline
-  (Morgan fingerprints + random forest, gradient boosting on HIGGS features, amino-acid composition
-  + linear model) on the same splits.
-- **reported** rows are the numbers printed in the papers (source under each table, from
-  `config/reference_results.yaml`); they come from other data sizes, models and compute and are
+  (random forest on Morgan fingerprints, gradient boosting on the HIGGS features, a linear model on
+  amino-acid composition) on the same splits and seeds.
+- **reported** rows are the numbers printed in the papers (source and settings under each table, from
+  `config/reference_results.yaml`); they come from other data sizes, models, splits and compute and are
   never averaged into ours.
 - **Gaps**: `not run` = not part of this run (or not planned by the config); `failed (log: ...)` =
   planned, no result file, its log exists; `n/a` = a baseline that does not apply to this input kind.
-- Methods marked *not domain-agnostic* use a prior on token order (`span`); classical rows are
+- Methods marked *not domain-agnostic* use a prior on token order (span masking); classical rows are
   *domain-specific baselines*.
 """
 
@@ -101,6 +107,51 @@ def read_expected(path: str | Path) -> list[str]:
     """A text file of planned result paths, one per line (blank lines and # comments skipped)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+# units of the RMSE tasks' labels, written after each difference in the findings
+METRIC_UNITS = {"esol": "log mol/L", "freesolv": "kcal/mol", "lipo": "log D"}
+
+
+def _primary_kinds(results: pd.DataFrame) -> dict[str, str]:
+    """dataset -> the split kind with the most evaluation units (the one its findings use)."""
+    if results.empty:
+        return {}
+    n = results.groupby(["dataset", "split_kind"])["unit"].nunique().reset_index()
+    n = n.sort_values(["dataset", "unit", "split_kind"], ascending=[True, False, True], kind="stable")
+    return dict(n.drop_duplicates("dataset")[["dataset", "split_kind"]].itertuples(index=False, name=None))
+
+
+def _statistics(results: pd.DataFrame) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per split kind, the per-task tests of :mod:`.stats` (their families: (dataset, protocol));
+    and each dataset's primary split kind."""
+    from .stats import all_task_tests
+
+    out: dict[str, dict] = {}
+    if results.empty:
+        return out, {}
+    for kind, g in results.groupby("split_kind", sort=True):
+        out[str(kind)] = all_task_tests(g[["dataset", "method", "protocol", "unit", "test", "metric"]])
+    return out, _primary_kinds(results)
+
+
+def _findings(results: pd.DataFrame, tests_by_kind: dict[str, dict], primary: dict[str, str], figures_dir: Path,
+              out_md: Path, tables_dir: Path) -> list[str]:
+    """The findings section: every task on its primary split kind (the one with most units)."""
+    from .stats import compare_methods, findings_markdown
+
+    if results.empty:
+        return ["## Findings", "", "No results yet: nothing to compare."]
+    keep = results["split_kind"].to_numpy() == results["dataset"].map(primary).to_numpy()
+    df = results.loc[keep, ["dataset", "method", "protocol", "unit", "test", "metric"]].reset_index(drop=True)
+    tests = {key: t for kind, fam in tests_by_kind.items() for key, t in fam.items() if primary.get(key[0]) == kind}
+    comp = compare_methods(df, references=None, tests=tests)
+    write_bytes_atomic(tables_dir / "comparisons.csv", comp.to_csv(index=False).encode("utf-8"))
+    lines = findings_markdown(df, figures_dir=figures_dir, out_md=out_md, metric_units=METRIC_UNITS, tests=tests)
+    kinds = ", ".join(f"{ds}: {k}" for ds, k in primary.items())
+    lines[2:2] = [f"Split kind each task's statements use (the one with the most units): {kinds}. Every pairwise "
+                  f"comparison: [comparisons.csv]({_link(tables_dir / 'comparisons.csv', out_md)}).", ""]
+    return lines
 
 
 class StaleResultsError(ConfigError):
@@ -315,6 +366,36 @@ def _cost_table(costs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _finetune_figures(results: pd.DataFrame, primary: dict[str, str], figures_dir: Path, out_md: Path) -> list[str]:
+    """Validation-metric curves of the finetune runs, per method, one figure per finetuned task
+    (its primary split kind)."""
+    import json
+
+    from .figures import finetune_curves
+
+    ft = results[results["protocol"] == "finetune"] if not results.empty else results
+    if ft.empty:
+        return []
+    lines = ["### Finetune validation curves", "",
+             "Validation metric per epoch of the chosen learning rate, mean over the runs (units) that reached the epoch "
+             "(early stopping ends runs at different epochs), band = min–max.", ""]
+    for ds in sorted(set(ft["dataset"])):
+        sub = ft[(ft["dataset"] == ds) & (ft["split_kind"] == primary.get(ds))]
+        recs = []
+        for path in sub["path"]:
+            try:
+                recs.append(json.loads(Path(path).read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+        try:
+            fig = finetune_curves(ds, recs, figures_dir / f"finetune_{ds}.png")
+        except Exception as e:
+            lines += [f"- {ds}: no figure ({type(e).__name__}: {e}).", ""]
+            continue
+        lines += [f"![finetune validation curves, {ds}]({_link(fig, out_md)})" if fig else f"- {ds}: no curves recorded.", ""]
+    return lines
+
+
 def _mask_section(cfg: dict[str, Any], checkpoints_root: Path, processed_root: Path, figures_dir: Path,
                   out_md: Path, n_show: int = 4) -> list[str]:
     from .figures import mask_figure
@@ -389,6 +470,16 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     n_extra = len(all_results) - len(results)
     if registry:
         refuse_stale(results, cfg, registry)
+    tests_by_kind, primary = _statistics(results)
+
+    def best_of(kind: str) -> dict[tuple[str, str], set[str]]:
+        from .stats import significantly_best
+
+        fam = tests_by_kind.get(kind, {})
+        if not fam:
+            return {}
+        sub = results[results["split_kind"] == kind][["dataset", "method", "protocol", "unit", "test", "metric"]]
+        return significantly_best(sub, fam)
     agg = aggregate(results)
     present = {ResultKey(r.dataset, r.method, r.protocol, r.split, int(r.seed))
                for r in results[["dataset", "method", "protocol", "split", "seed"]].itertuples(index=False)}
@@ -416,13 +507,13 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
             kinds = list(dict.fromkeys([*kinds, *src.split_kinds(datasets)])) or [str(ref.get("split", "scaffold"))]
             for kind in kinds:
                 t = build_table(f"moleculenet_{kind}", f"{ref['title']} — our split: {kind}", datasets, metrics, kind,
-                                src, methods, notes, ref, protocols, pairs)
+                                src, methods, notes, ref, protocols, pairs, best=best_of(kind))
                 if kind != ref.get("split", kind):
                     t.notes.append(f"The reported rows use the {ref.get('split')} split; ours here use {kind}.")
                 tables.append(t)
         else:
             tables.append(build_table(name, ref["title"], datasets, metrics, "fixed", src, methods, notes, ref,
-                                      protocols, pairs))
+                                      protocols, pairs, best=best_of("fixed")))
     other = [ds for ds in dict.fromkeys([*sorted(config_datasets), *agg.get("dataset", pd.Series(dtype=str)).tolist()])
              if ds not in covered]
     if other:
@@ -430,7 +521,8 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         kinds = [s for d in cfg["domains"].values() if set(d["tasks"]) & set(other) for s in d.get("splits", [])]
         for kind in list(dict.fromkeys([*kinds, *src.split_kinds(other)])) or ["fixed"]:
             tables.append(build_table(f"other_{kind}", f"Other tasks (no paper table), split {kind}", other, metrics,
-                                      kind, src, methods, notes, None, None, _default_pairs(cfg, registry, other)))
+                                      kind, src, methods, notes, None, None, _default_pairs(cfg, registry, other),
+                                      best=best_of(kind)))
 
     tables_p.mkdir(parents=True, exist_ok=True)
     for t in tables:
@@ -478,6 +570,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
                 fig_lines += [f"- {protocol}: no figure ({type(e).__name__}: {e}).", ""]
     if agg.empty:
         fig_lines += ["- no results yet, no comparison figure.", ""]
+    fig_lines += _finetune_figures(results, primary, figures_p, out_md_p)
     if mask_figures:
         fig_lines += ["### SMA masks (which tokens get masked)", "",
                       "Two mask draws from the same pretrained weights for a few samples (SMA Figure 2 / Table 7): "
@@ -491,6 +584,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     wall = total_wall_time(benchmarks_root)
 
     md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
+    md += ["", *_findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)]
     md += ["", "## How to read", "", HOW_TO_READ]
     md += ["## Did pretraining learn?", "", *_diagnostic_section(costs), ""]
     md += ["## Fold sizes", "", *_fold_section(fold_sizes(results), registry), ""]

@@ -149,8 +149,23 @@ def _row_order(pairs: list[tuple[str, str]], method_order: list[str]) -> list[tu
     return sorted(dict.fromkeys(pairs), key=key)
 
 
-def mark_best(table: Table) -> None:
-    """Bold the best of our rows per column (direction from the metric); ties all bold."""
+def mark_best(table: Table, best: dict[tuple[str, str], set[str]] | None = None) -> None:
+    """Bold what is significantly best. With ``best`` ((dataset, protocol) -> methods, from
+    :func:`.stats.significantly_best` on this table's split kind): those methods' cells, per protocol.
+    Without it (no statistics available) nothing is bolded."""
+    if best is None:
+        return
+    for r in table.rows:
+        if r.source != "ours" or r.method is None:
+            continue
+        for ds in table.datasets:
+            c = r.cells[ds]
+            if c.mean is not None and r.method in best.get((ds, r.protocol), set()):
+                c.bold = True
+
+
+def mark_best_mean(table: Table) -> None:
+    """Bold the best mean of our rows per column (direction from the metric); ties all bold."""
     for ds in table.datasets:
         metric = table.metrics.get(ds)
         vals = [r.cells[ds].mean for r in table.rows if r.source == "ours" and r.cells[ds].mean is not None]
@@ -165,11 +180,13 @@ def mark_best(table: Table) -> None:
 
 def our_rows(src: CellSource, datasets: list[str], split_kind: str, pairs: list[tuple[str, str]],
              notes: dict[str, str]) -> list[Row]:
+    from .stats import display_name  # stats imports this module's labels
+
     rows = []
     for method, protocol in pairs:
         note = "domain-specific baseline" if protocol == "classical" else notes.get(method, "")
         cells = {ds: src.cell(ds, method, protocol, split_kind) for ds in datasets}
-        rows.append(Row(method, "ours", method, protocol, note, cells))
+        rows.append(Row(display_name(method), "ours", method, protocol, note, cells))
     return rows
 
 
@@ -186,7 +203,8 @@ def reported_rows(ref: dict[str, Any], datasets: list[str]) -> list[Row]:
 
 def build_table(key: str, title: str, datasets: list[str], metrics: dict[str, str], split_kind: str,
                 src: CellSource, method_order: list[str], notes: dict[str, str], ref: dict[str, Any] | None,
-                protocols: tuple[str, ...] | None = None, default_pairs: list[tuple[str, str]] = ()) -> Table:
+                protocols: tuple[str, ...] | None = None, default_pairs: list[tuple[str, str]] = (),
+                best: dict[tuple[str, str], set[str]] | None = None) -> Table:
     """One table: our rows (``default_pairs`` and any pair planned or present for these datasets,
     restricted to ``protocols``), then the reported rows of ``ref``."""
     pairs = [*default_pairs, *src.planned_rows(datasets, split_kind)]
@@ -194,7 +212,7 @@ def build_table(key: str, title: str, datasets: list[str], metrics: dict[str, st
         pairs = [mp for mp in pairs if mp[1] in protocols]
     rows = our_rows(src, datasets, split_kind, _row_order(pairs, method_order), notes)
     table = Table(key, title, datasets, metrics, split_kind, rows)
-    mark_best(table)
+    mark_best(table, best)
     if ref is not None:
         table.rows += reported_rows(ref, datasets)
         table.notes.append(f"Reported rows: {ref.get('source', 'unknown source')}"
@@ -212,7 +230,7 @@ def to_markdown(table: Table) -> str:
     head = ["method", "protocol", "source", *[column_header(d, table.metrics.get(d, "")) for d in table.datasets]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + [":---:"] * len(table.datasets)) + "|"]
     for r in table.rows:
-        label = r.label + (f" ({r.note})" if r.note else "")
+        label = r.label + (f" ({r.note})" if r.note and r.note not in r.label else "")
         cells = []
         for d in table.datasets:
             c = r.cells[d]

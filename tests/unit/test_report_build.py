@@ -11,8 +11,8 @@ import pytest
 from pipeline_src.data.batch import InputSpec
 from pipeline_src.report.build import add_arguments, build_report, main_from_args
 from pipeline_src.report.masks import masked_text, sma_masks
-from test_report_support import (MODEL, REFERENCE, write_config, write_log, write_model, write_numeric_corpus,
-                                 write_result, write_smiles_corpus)
+from test_report_support import (MODEL, REFERENCE, settings_hash_for, write_config, write_log, write_model,
+                                 write_numeric_corpus, write_result, write_smiles_corpus)
 
 
 @pytest.fixture
@@ -21,22 +21,26 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     write_config(tmp_path / "run.yaml")
     res = Path("data/results")
-    for k, v in enumerate([0.71, 0.74, 0.77]):
-        write_result(res, "bbbp", "sma", "linear", f"scaffold_balanced_seed{k}", k, v, "roc_auc")
-        write_result(res, "bbbp", "random", "linear", f"scaffold_balanced_seed{k}", k, v - 0.05, "roc_auc")
-    write_result(res, "bbbp", "sma", "linear", "scaffold", 0, 0.70, "roc_auc")
-    write_result(res, "esol", "sma", "linear", "scaffold", 0, 1.30, "rmse")
-    write_result(res, "esol", "rf_morgan", "classical", "scaffold", 0, 1.10, "rmse")
+    lin = {ds: settings_hash_for(tmp_path / "run.yaml", ds, "linear") for ds in ("bbbp", "esol")}
+    for k, (v, w) in enumerate([(0.71, 0.66), (0.74, 0.70), (0.77, 0.71)]):
+        write_result(res, "bbbp", "sma", "linear", f"scaffold_balanced_seed{k}", k, v, "roc_auc", lin["bbbp"],
+                     n={"train": 80, "valid": 10, "test": 12, "train_pos": 40, "valid_pos": 5, "test_pos": 6})
+        write_result(res, "bbbp", "random", "linear", f"scaffold_balanced_seed{k}", k, w, "roc_auc", lin["bbbp"],
+                     n={"train": 80, "valid": 10, "test": 12, "train_pos": 40, "valid_pos": 5, "test_pos": 6})
+    write_result(res, "bbbp", "sma", "linear", "scaffold", 0, 0.70, "roc_auc", lin["bbbp"])
+    write_result(res, "esol", "sma", "linear", "scaffold", 0, 1.30, "rmse", lin["esol"])
+    write_result(res, "esol", "rf_morgan", "classical", "scaffold", 0, 1.10, "rmse",
+                 settings_hash_for(tmp_path / "run.yaml", "esol", "classical"))
     fail_log = Path("data/logs/evaluate/esol/random/linear.log")
     fail_log.parent.mkdir(parents=True)
     fail_log.write_text("RuntimeError: boom\n")
     spec = InputSpec("discrete", max_len=MODEL["max_len"])
-    write_model(Path("data/checkpoints/moses/sma/model.pt"), "sma", spec, MODEL, {"mask_ratio": 0.3})
-    write_model(Path("data/checkpoints/moses/span/model.pt"), "span", spec, MODEL, {"mask_ratio": 0.3})
-    write_log(Path("data/checkpoints/moses/sma/log.jsonl"), 20)
-    write_log(Path("data/checkpoints/moses/random/log.jsonl"), 20, start=4.0)
+    write_model(Path("data/checkpoints/moses/sma/seed0/model.pt"), "sma", spec, MODEL, {"mask_ratio": 0.3})
+    write_model(Path("data/checkpoints/moses/span/seed0/model.pt"), "span", spec, MODEL, {"mask_ratio": 0.3})
+    write_log(Path("data/checkpoints/moses/sma/seed0/log.jsonl"), 20)
+    write_log(Path("data/checkpoints/moses/random/seed0/log.jsonl"), 20, start=4.0)
     write_smiles_corpus(Path("data/processed/moses"))
-    bench = Path("data/benchmarks/pretrain/moses/sma.tsv")
+    bench = Path("data/benchmarks/pretrain/moses/sma/seed0.tsv")
     bench.parent.mkdir(parents=True)
     bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
                      "12.5\t0:00:12\t300.0\t900.0\t200.0\t250.0\t0.0\t1.0\t90.0\t11.0\n")
@@ -63,20 +67,30 @@ def test_build_report_end_to_end(workdir: Path):
     build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), wall_time_s=42.0)
     md = Path("reports/all.md").read_text()
     headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "Findings"  # the report opens with the findings
     for h in ("TAPE (SMA Table 1)", "MoleculeNet (SMA Table 2)", "our split: scaffold", "our split: scaffold_balanced",
               "HIGGS (SMA Table 3b)", "Linear evaluation (MetaMAE", "Compute cost of pretraining", "How to read",
-              "Figures"):
+              "Figures", "Did pretraining learn?", "Fold sizes"):
         assert any(h in x for x in headings), h
     # header
     assert "`run.yaml`" in md and "settings hash" in md and "MOSES" in md and "10 samples" in md
-    assert "at most 100" in md and "42 s" in md and "summed over 1 Snakemake jobs" in md
+    assert "42 s" in md and "summed over 1 Snakemake jobs" in md
     assert "torch " in md and "python " in md and "GPU:" in md
     assert "16 planned, 9 with a result, 1 failed (log present), 6 not run" in md
-    # cells: aggregated, failed, not run, reported; never NaN or empty
-    assert "**0.740 ± 0.030 (n=3)**" in md                                   # sma beats random on bbbp
+    # findings: SMA vs MAE (random) on bbbp, 3 paired units, named test
+    assert re.search(r"bbbp: better \(Δ = \+0\.050, 95 % CI \[[^]]+\], n = 3; ", md), md
+    # cells: aggregated, significantly best in bold, failed, not run, reported; never NaN or empty
+    assert "**0.740 ± 0.030 (n=3)**" in md and "0.690 ± 0.026 (n=3)" in md
+    assert "**0.690" not in md
     assert "failed (log: data/logs/evaluate/esol/random/linear.log)" in md
     assert "not run" in md and "| reported |" in md and "| ours |" in md
-    assert "span (not domain-agnostic)" in md and "rf_morgan (domain-specific baseline)" in md
+    assert "span masking (not domain-agnostic)" in md and "RF on Morgan FP" in md and "domain-specific baseline" in md
+    # papers' settings beside ours
+    assert "Reported rows' settings: pretrained on the GuacaMol training set" in md
+    assert "Our settings: chemistry: pretrained on moses (10 samples)" in md
+    # fold sizes with positives; diagnostic
+    assert re.search(r"\| bbbp \| scaffold_balanced \| 3 \| 80 \(\+40\) \| 10 \(\+5\) \| 12 \(\+6\) \|", md)
+    assert re.search(r"\| moses \| sma \| 0\.400 \(n=1\) \|", md)
     cells = _table_cells(md)
     assert cells and all(c and c.lower() != "nan" for c in cells)
     assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)
@@ -85,9 +99,9 @@ def test_build_report_end_to_end(workdir: Path):
     # CSV copies
     tables = sorted(p.name for p in Path("reports/tables").glob("*.csv"))
     assert tables == sorted(["tape.csv", "moleculenet_scaffold.csv", "moleculenet_scaffold_balanced.csv", "higgs.csv",
-                             "linear.csv", "compute_cost.csv"])
+                             "linear.csv", "compute_cost.csv", "comparisons.csv"])
     cost = Path("reports/tables/compute_cost.csv").read_text()
-    assert "moses,sma,20,12.5,3.5,1234.0,50.0,300.0" in cost
+    assert "moses,sma,0,20,12.5,3.5,1234.0,50.0,300.0,1.25,2.5,0.5,1.0,0.4" in cost
     # figures exist and are linked relative to the report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert {Path(x).name for x in links} >= {"loss_moses.png", "tasks_linear.png", "mask_moses_sma.png"}
@@ -97,6 +111,23 @@ def test_build_report_end_to_end(workdir: Path):
     m = re.search(r"sample 0  input : (\S+)\n\s+draw 1: (\S+)\n\s+draw 2: (\S+)", md)
     assert m and m.group(1) == "CCO" and len(m.group(2)) == 3 and "_" in m.group(2)
     assert not list(Path("reports").rglob(".*tmp*"))
+
+
+def test_report_refuses_stale_results(workdir: Path):
+    """A result computed under other evaluation settings stops the report, naming the file and the
+    command that rebuilds it; after the rebuild (here: the right hash) the report is written."""
+    from pipeline_src.report.build import StaleResultsError
+
+    stale = write_result(Path("data/results"), "esol", "sma", "linear", "scaffold", 0, 1.3, "rmse", "0123456789abcdef")
+    with pytest.raises(StaleResultsError, match=r"data/results/esol/sma/linear/scaffold/seed0\.json.*"
+                                                 r"snakemake --cores 2 --forcerun evaluate_linear_esol"):
+        build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
+    assert not Path("reports/all.md").exists()
+    write_result(Path("data/results"), "esol", "sma", "linear", "scaffold", 0, 1.3, "rmse",
+                 settings_hash_for(workdir / "run.yaml", "esol", "linear"))
+    assert stale.exists()
+    build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
+    assert Path("reports/all.md").exists()
 
 
 def test_build_report_with_nothing_run(workdir: Path):

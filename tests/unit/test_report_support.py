@@ -29,6 +29,7 @@ def write_config(path: Path, **over) -> Path:
         "registry": str(REGISTRY),
         "methods_run": ["none", "random", "sma", "span"],
         "seeds": [0, 1, 2],
+        "pretrain_seeds": [0, 1, 2],
         "domains": {"chemistry": {"corpus": "moses", "corpus_subsample": 10, "tasks": ["esol", "bbbp"],
                                   "splits": ["scaffold", "scaffold_balanced"], "model": MODEL, "pretrain": PRETRAIN}},
         "evaluate": {"protocols": ["linear"], "baselines": True, "max_train_rows": 100},
@@ -40,13 +41,23 @@ def write_config(path: Path, **over) -> Path:
     return path
 
 
+def settings_hash_for(config: Path, dataset: str, protocol: str) -> str:
+    """The hash the evaluate command records for ``dataset`` / ``protocol`` under ``config``."""
+    from pipeline_src.config import load_config, load_registry
+    from pipeline_src.plan import eval_settings_hash
+
+    cfg = load_config(config)
+    return eval_settings_hash(cfg, load_registry(cfg["registry"]), dataset, protocol)
+
+
 def write_result(root: Path, dataset: str, method: str, protocol: str, split: str, seed: int, test: float,
-                 metric: str) -> Path:
+                 metric: str, settings_hash: str = "x", n: dict | None = None) -> Path:
     p = root / dataset / method / protocol / split / f"seed{seed}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
-                             "metric": metric, "test": test, "valid": test, "hyper": {}, "n": {"test": 10},
-                             "settings_hash": "x", "git": {"commit": "x"}, "wall_time_s": 1.0, "device": "cpu"}))
+                             "metric": metric, "test": test, "valid": test, "hyper": {},
+                             "n": n or {"train": 80, "valid": 10, "test": 10},
+                             "settings_hash": settings_hash, "git": {"commit": "x"}, "wall_time_s": 1.0, "device": "cpu"}))
     return p
 
 
@@ -88,7 +99,8 @@ def write_model(path: Path, method: str, spec: InputSpec, model_cfg: dict, metho
     meta = {"method": method, "spec": asdict(spec), "model_cfg": model_cfg, "method_cfg": method_cfg,
             "max_len": spec.max_len, "seed": seed, "steps": 20, "final_loss": 1.25, "wall_time_s": 3.5,
             "tokens_per_s": 1234.0, "peak_memory_bytes": 50 * 2**20, "device": "cpu",
-            "domain_agnostic": bool(getattr(m, "domain_agnostic", True))}
+            "domain_agnostic": bool(getattr(m, "domain_agnostic", True)),
+            "diagnostic": {"heldout_loss": 1.0, "baseline": 2.5, "ratio": 0.4, "heldout_samples": 10, "mask_ratio": 0.3}}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model_file(path, m, meta)
     return path

@@ -1,46 +1,48 @@
 # evaluate: data/results/<dataset>/<method>/<protocol>/<split>/seed<k>.json (paths: pipeline_src/paths.py;
 # the plan: pipeline_src/plan.py). seed<k> is the pretraining seed: a result is one (seed, split)
-# unit, the same units for every method of a task.
-#   linear    one job per (task, method, seed): the checkpoint's pooled frozen features once
-#             (data/features/<task>/<method>/seed<k>.npz), then a linear probe per split;
-#   finetune  one job per (task, method, seed): the encoder is trained once per split (one process,
-#             so start-up and data loading are paid once);
-#   classical one job per (task, baseline), every split and seed.
-# One rule family per protocol and task (the task decides the split list); `params.settings` is the
-# hash of exactly the config slice and registry entry the results depend on (their rerun trigger;
-# the report refuses a result whose recorded hash differs).
+# unit, the same units for every method of a task. One job per (task, method) and protocol, over
+# every seed and split (one process: start-up and data loading are paid once):
+#   linear    each checkpoint's pooled frozen features once (data/features/<task>/<method>/seed<k>.npz),
+#             then a linear probe per split;
+#   finetune  the encoder of each checkpoint trained once per split;
+#   classical one job per (task, baseline), its features once, one fit per split (first seed only).
+# One rule per protocol and task (the task decides the split list); `params.settings` is the hash of
+# exactly the config slice and registry entry the results depend on (their rerun trigger; the report
+# refuses a result whose recorded hash differs).
 
 
-def task_checkpoint(ds):
+def task_checkpoints(ds):
     corpus = config["domains"][_task_domain[ds]]["corpus"]
-    return lambda w: f"data/checkpoints/{corpus}/{w.method}/seed{w.seed}/model.pt"
+    seeds = _plan.pretrain_seeds(config, _task_domain[ds])
+    return lambda w: [f"data/checkpoints/{corpus}/{w.method}/seed{k}/model.pt" for k in seeds]
 
 
 def _outs(ds, protocol):
-    """A job's results: every split of the protocol, for the job's {method} and {seed}."""
-    return [f"data/results/{ds}/{{method}}/{protocol}/{s}/seed{{seed}}.json" for s in _plan.protocol_split_names(config, ds, protocol)]
+    """A job's results: every split and seed of the protocol, for the job's {method}."""
+    return [k.path().replace(f"/{_M}/", "/{method}/") for k in _plan.results_of(config, ds, _M, protocol)]
 
 
+_M = "__method__"
 EVAL_TARGETS = [k.path() for k in _plan.planned_results(config, REGISTRY)]
 _METHODS_RE = "|".join(config["methods"])
 
 for _ds in _task_domain:
     _settings = {p: _plan.eval_settings_hash(config, REGISTRY, _ds, p) for p in _plan.PROTOCOLS}
     _splits = task_split_files(_ds)
+    _seeds = _plan.pretrain_seeds(config, _task_domain[_ds])
 
     rule:
         name:
             f"evaluate_linear_{_ds}"
         input:
-            model=task_checkpoint(_ds),
+            models=task_checkpoints(_ds),
             table=f"data/processed/{_ds}/table.parquet",
             splits=_splits,
         output:
-            features=f"data/features/{_ds}/{{method}}/seed{{seed}}.npz",
+            features=[f"data/features/{_ds}/{{method}}/seed{k}.npz" for k in _seeds],
             results=_outs(_ds, "linear"),
         wildcard_constraints:
             method=_METHODS_RE,
-            seed=r"\d+",
         params:
             dataset=_ds,
             settings=_settings["linear"],
@@ -48,12 +50,12 @@ for _ds in _task_domain:
         resources:
             **step_resources("evaluate_linear", gpu=True),
         log:
-            f"data/logs/evaluate/{_ds}/{{method}}/linear/seed{{seed}}.log",
+            f"data/logs/evaluate/{_ds}/{{method}}/linear.log",
         benchmark:
-            f"data/benchmarks/evaluate/{_ds}/{{method}}/linear/seed{{seed}}.tsv"
+            f"data/benchmarks/evaluate/{_ds}/{{method}}/linear.tsv"
         shell:
             "{PY} evaluate --config {CONFIG_PATH} --dataset {params.dataset} --method {wildcards.method}"
-            " --protocol linear --processed data/processed/{params.dataset} --model {input.model}"
+            " --protocol linear --processed data/processed/{params.dataset} --model {input.models}"
             " --features {output.features} --out {output.results} --threads {threads} > {log} 2>&1"
 
     if _ds in _plan.finetune_tasks(config):
@@ -62,14 +64,13 @@ for _ds in _task_domain:
             name:
                 f"evaluate_finetune_{_ds}"
             input:
-                model=task_checkpoint(_ds),
+                models=task_checkpoints(_ds),
                 table=f"data/processed/{_ds}/table.parquet",
                 splits=_splits,
             output:
                 _outs(_ds, "finetune"),
             wildcard_constraints:
                 method=_METHODS_RE,
-                seed=r"\d+",
             params:
                 dataset=_ds,
                 settings=_settings["finetune"],
@@ -77,12 +78,12 @@ for _ds in _task_domain:
             resources:
                 **step_resources("evaluate_finetune", gpu=True),
             log:
-                f"data/logs/evaluate/{_ds}/{{method}}/finetune/seed{{seed}}.log",
+                f"data/logs/evaluate/{_ds}/{{method}}/finetune.log",
             benchmark:
-                f"data/benchmarks/evaluate/{_ds}/{{method}}/finetune/seed{{seed}}.tsv"
+                f"data/benchmarks/evaluate/{_ds}/{{method}}/finetune.tsv"
             shell:
                 "{PY} evaluate --config {CONFIG_PATH} --dataset {params.dataset} --method {wildcards.method}"
-                " --protocol finetune --processed data/processed/{params.dataset} --model {input.model}"
+                " --protocol finetune --processed data/processed/{params.dataset} --model {input.models}"
                 " --out {output} --threads {threads} > {log} 2>&1"
 
     rule:
@@ -92,8 +93,7 @@ for _ds in _task_domain:
             table=f"data/processed/{_ds}/table.parquet",
             splits=_splits,
         output:
-            [f"data/results/{_ds}/{{method}}/classical/{s}/seed{k}.json"
-             for k in _plan.pretrain_seeds(config, _task_domain[_ds]) for s in _plan.split_names(config, _ds)],
+            _outs(_ds, "classical"),
         wildcard_constraints:
             method="|".join(_plan.BASELINE_KINDS),
         params:
