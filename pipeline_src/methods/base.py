@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..data.batch import Batch, InputSpec
 from ..models.decoders import UpsampleDecoder, gather_tokens, reconstruction_loss
-from ..models.encoders import Encoding, build_encoder
+from ..models.encoders import Encoding, build_encoder, model_dropout
 from .masking import num_masked, random_mask
 
 
@@ -85,7 +85,7 @@ class MaskedAutoencoder(Method):
         dim = int(model_cfg["dim"])
         self.decoder = UpsampleDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
                                        int(model_cfg.get("decoder_heads", model_cfg["heads"])),
-                                       float(model_cfg.get("mlp_ratio", 4)))
+                                       float(model_cfg.get("mlp_ratio", 4)), model_dropout(model_cfg))
 
     def sample_ratio(self, batch_size: int, generator: torch.Generator | None,
                      device: torch.device) -> Tensor:

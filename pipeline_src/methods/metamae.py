@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data.batch import Batch, InputSpec
+from ..models.attention import full_precision, score_dtype
 from ..models.decoders import TransformerDecoder, gather_tokens, per_sample_loss, reconstruction_loss
+from ..models.encoders import model_dropout
 from .base import Method, MethodOutput, masked_index
 from .masking import num_masked, random_mask, rank_mask
 from .registry import register
@@ -39,11 +41,14 @@ def nearby_mask(pos: Tensor, visible: Tensor, candidates: Tensor, count: Tensor,
     """The ``count[b]`` candidate positions closest to the visible set in positional-embedding space.
 
     pos: [N, D] positional table; visible, candidates: [B, N] bool; count: [B] -> bool [B, N].
-    Closeness of j = log sum_{i visible} exp(sharpness * cos(P_i, P_j)), a soft max over i.
+    Closeness of j = log sum_{i visible} exp(sharpness * cos(P_i, P_j)), a soft max over i,
+    computed in float32 (float64 stays float64) whatever the autocast, so that no ties come from
+    bf16 rounding (they would be broken by position).
     """
-    p = F.normalize(pos, dim=-1)
-    kernel = torch.exp(sharpness * (p @ p.t() - 1.0))                # [N, N] in (0, 1]
-    score = torch.log(visible.to(kernel.dtype) @ kernel + 1e-30)     # [B, N]
+    with full_precision(pos):
+        p = F.normalize(pos.to(score_dtype(pos)), dim=-1)
+        kernel = torch.exp(sharpness * (p @ p.t() - 1.0))            # [N, N] in (0, 1]
+        score = torch.log(visible.to(kernel.dtype) @ kernel + 1e-30) # [B, N]
     return rank_mask(score, ~candidates, count, largest=True)
 
 
@@ -57,7 +62,7 @@ class MetaMAE(Method):
         dim = int(model_cfg["dim"])
         self.decoder = TransformerDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
                                           int(model_cfg.get("decoder_heads", model_cfg["heads"])),
-                                          int(self.cfg["decoder_depth"]))
+                                          int(self.cfg["decoder_depth"]), dropout=model_dropout(model_cfg))
         hidden = 4 * dim  # Table 7: Linear(256, 1028), BatchNorm1d, Linear(1028, 128)
         self.projector = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                        nn.Linear(hidden, max(dim // 2, 1)))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..data.batch import Batch
+from ..models.attention import full_precision, score_dtype
 from .base import MaskedAutoencoder
 from .masking import num_masked, rank_mask
 from .registry import register
@@ -41,13 +42,20 @@ def choose_queries(query_noise: Tensor, query_padding_mask: Tensor | None, m: Te
 
 @torch.no_grad()
 def mask_from_logits(logits: Tensor, query_valid: Tensor, key_padding_mask: Tensor, k: Tensor) -> Tensor:
-    """logits: [B, H, M, N] rows of the chosen queries (overwritten: pass a tensor you own);
-    query_valid: [B, M]; k: [B] -> bool [B, N]."""
+    """logits: [B, H, M, N] rows of the chosen queries (overwritten when already float32 or
+    float64: pass a tensor you own); query_valid: [B, M]; k: [B] -> bool [B, N].
+
+    The softmax and the sums run in float32 (float64 stays float64) whatever the autocast: in
+    bf16 the scores of a long sequence take a few dozen distinct values, and the ties would be
+    broken by position (SMA eq. 1 would not hold).
+    """
     b, h, m, n = logits.shape
-    logits = logits.masked_fill_(key_padding_mask[:, None, None, :], float("-inf"))
-    attn = torch.softmax(logits, dim=-1, out=logits)                  # per head, over valid keys
-    w = query_valid.to(attn.dtype)[:, None, :].expand(b, h, m).reshape(b, 1, h * m)
-    score = torch.bmm(w, attn.view(b, h * m, n)).squeeze(1)           # [B, N] sum over heads, rows
+    with full_precision(logits):
+        logits = logits.to(score_dtype(logits))
+        logits = logits.masked_fill_(key_padding_mask[:, None, None, :], float("-inf"))
+        attn = torch.softmax(logits, dim=-1, out=logits)              # per head, over valid keys
+        w = query_valid.to(attn.dtype)[:, None, :].expand(b, h, m).reshape(b, 1, h * m)
+        score = torch.bmm(w, attn.view(b, h * m, n)).squeeze(1)       # [B, N] sum over heads, rows
     return rank_mask(score, key_padding_mask, k, largest=True)
 
 

@@ -20,10 +20,11 @@ def out_dim(spec: InputSpec) -> int:
 class UpsampleDecoder(nn.Module):
     """SMA eq. 6: O = softmax(Q_o K_o^T / sqrt(d_k)) V_o with Q_o from P, K_o/V_o from H; MLP -> raw."""
 
-    def __init__(self, spec: InputSpec, enc_dim: int, dim: int, heads: int, mlp_ratio: float = 4) -> None:
+    def __init__(self, spec: InputSpec, enc_dim: int, dim: int, heads: int, mlp_ratio: float = 4,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.to_query = nn.Linear(enc_dim, dim)
-        self.cross = CrossAttentionBlock(dim, heads, mlp_ratio, context_dim=enc_dim)
+        self.cross = CrossAttentionBlock(dim, heads, mlp_ratio, context_dim=enc_dim, dropout=dropout)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim(spec)))
 
     def forward(self, pos: Tensor, h: Tensor, h_padding_mask: Tensor | None,
@@ -39,12 +40,12 @@ class TransformerDecoder(nn.Module):
     Perceiver latents alike."""
 
     def __init__(self, spec: InputSpec, enc_dim: int, dim: int, heads: int, depth: int,
-                 mlp_ratio: float = 2) -> None:
+                 mlp_ratio: float = 2, dropout: float = 0.0) -> None:
         super().__init__()
         self.to_query = nn.Linear(enc_dim, dim)
-        self.self_blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.self_blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.cross_blocks = nn.ModuleList(
-            CrossAttentionBlock(dim, heads, mlp_ratio, context_dim=enc_dim) for _ in range(depth))
+            CrossAttentionBlock(dim, heads, mlp_ratio, context_dim=enc_dim, dropout=dropout) for _ in range(depth))
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim(spec)))
 
     def forward(self, pos: Tensor, h: Tensor, h_padding_mask: Tensor | None,

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch, InputSpec
-from .attention import CrossAttentionBlock, SelfAttentionBlock
+from .attention import CrossAttentionBlock, SelfAttentionBlock, check_dropout
 from .embeddings import InputEmbedding
 
 
@@ -63,11 +63,11 @@ class TransformerEncoder(nn.Module):
     self_attention = True
 
     def __init__(self, spec: InputSpec, dim: int, depth: int, heads: int, mlp_ratio: float,
-                 early_drop: bool = True) -> None:
+                 early_drop: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         self.spec, self.dim, self.heads, self.early_drop = spec, dim, heads, early_drop
         self.embedding = InputEmbedding(spec, dim)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def num_queries(self, n: int) -> int:
@@ -115,13 +115,13 @@ class PerceiverEncoder(nn.Module):
     self_attention = False
 
     def __init__(self, spec: InputSpec, dim: int, depth: int, heads: int, mlp_ratio: float,
-                 num_latents: int) -> None:
+                 num_latents: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.spec, self.dim, self.heads = spec, dim, heads
         self.embedding = InputEmbedding(spec, dim)
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)  # [L, D]
-        self.cross = CrossAttentionBlock(dim, heads, mlp_ratio)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio) for _ in range(depth - 1))
+        self.cross = CrossAttentionBlock(dim, heads, mlp_ratio, dropout=dropout)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth - 1))
         self.norm = nn.LayerNorm(dim)
 
     def num_queries(self, n: int) -> int:
@@ -158,15 +158,22 @@ class PerceiverEncoder(nn.Module):
 Encoder = TransformerEncoder | PerceiverEncoder
 
 
+def model_dropout(model_cfg: dict[str, Any]) -> float:
+    """``model_cfg["dropout"]`` (absent or null = 0), checked to lie in [0, 1]."""
+    return check_dropout(model_cfg.get("dropout") or 0.0)
+
+
 def build_encoder(spec: InputSpec, model_cfg: dict[str, Any]) -> Encoder:
-    """``model_cfg``: {arch: transformer|perceiver, dim, depth, heads, mlp_ratio, num_latents, ...}.
+    """``model_cfg``: {arch: transformer|perceiver, dim, depth, heads, mlp_ratio, num_latents, dropout, ...}.
+    ``dropout`` (default 0): attention weights, attention output, MLP hidden layer and output.
 
     The positional table has ``spec.max_len`` rows (the data decides n; ``model_cfg.max_len`` is
     what the data layer truncates to).
     """
     arch = model_cfg.get("arch", "transformer")
     common = dict(dim=int(model_cfg["dim"]), depth=int(model_cfg["depth"]),
-                  heads=int(model_cfg["heads"]), mlp_ratio=float(model_cfg.get("mlp_ratio", 4)))
+                  heads=int(model_cfg["heads"]), mlp_ratio=float(model_cfg.get("mlp_ratio", 4)),
+                  dropout=model_dropout(model_cfg))
     if arch == "transformer":
         return TransformerEncoder(spec, **common)
     if arch == "perceiver":

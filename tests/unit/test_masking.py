@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline_src.methods.masking import num_masked, random_mask, rank_mask, span_mask
-from pipeline_src.methods.sma import select_mask
+from pipeline_src.methods.sma import mask_from_logits, select_mask
 
 
 
@@ -108,3 +108,34 @@ def test_select_mask_ignores_padded_logits() -> None:
     a = select_mask(logits, kpm, 0.4, 1, torch.Generator().manual_seed(3), query_padding_mask=kpm)
     b = select_mask(logits2, kpm, 0.4, 1, torch.Generator().manual_seed(3), query_padding_mask=kpm)
     assert torch.equal(a, b)
+
+
+# --- mixed precision ------------------------------------------------------------------------
+
+def test_mask_scores_are_float32_under_bf16_autocast() -> None:
+    """bf16 logits whose softmax values differ below bf16 resolution (2^-9 against spacing 2^-7):
+    in fp32 key 7 scores highest; bf16 scores would tie and the stable sort would pick key 0."""
+    logits = torch.zeros(2, 1, 1, 8, dtype=torch.bfloat16)
+    logits[0, 0, 0, 7] = 2.0 ** -9
+    logits[1, 0, 0, 3] = 2.0 ** -9
+    kpm = torch.zeros(2, 8, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mask = mask_from_logits(logits.clone(), torch.ones(2, 1, dtype=torch.bool), kpm, torch.tensor([1, 1]))
+    assert mask.nonzero().tolist() == [[0, 7], [1, 3]]
+
+
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_select_mask_bf16_logits_match_fp32_when_separated(self_attention: bool) -> None:
+    """Logits rounded to bf16 under autocast give the fp32 masks when the key scores are well
+    apart (neighbouring keys 6 % apart here, bf16 rounding below 1 %)."""
+    g = torch.Generator().manual_seed(0)
+    b, h, n = 6, 3, 50
+    q = n if self_attention else 16
+    kpm = _padding(torch.randint(10, n + 1, (b,), generator=g).tolist(), n)
+    level = torch.stack([torch.randperm(n, generator=g) for _ in range(b)]).float() * (3.0 / n)  # [B, N]
+    logits = level[:, None, None, :] + 0.01 * torch.randn(b, h, q, n, generator=g)
+    qpm = kpm if self_attention else None
+    want = select_mask(logits, kpm, 0.3, 4, torch.Generator().manual_seed(1), query_padding_mask=qpm)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = select_mask(logits.bfloat16(), kpm, 0.3, 4, torch.Generator().manual_seed(1), query_padding_mask=qpm)
+    assert torch.equal(got, want)

@@ -2,6 +2,7 @@
 domain-agnostic property (SMA eq. 1) and that a few hundred steps lower every loss."""
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import torch
 
 from pipeline_src.data.batch import Batch, InputSpec
 from pipeline_src.methods import REGISTRY, MaskedAutoencoder, Method, MethodOutput, build_method, select_mask
+from pipeline_src.methods import sma as sma_module
 
 
 N = 24
@@ -216,6 +218,135 @@ def test_domain_agnostic_permutation(name: str, arch: str, float64: None) -> Non
     permuted = _trajectory(name, arch, batches, perm)
     same = torch.allclose(torch.tensor(base), torch.tensor(permuted), rtol=1e-9, atol=1e-10)
     assert same == REGISTRY[name].domain_agnostic, (name, base, permuted)
+
+
+# --- mixed precision: guided mask scores in fp32 --------------------------------------------
+
+GUIDED = [("sma", "transformer"), ("sma", "perceiver"), ("sma_r2", "transformer"), ("sma_r2", "perceiver")]
+
+
+def _bf16(enabled: bool = True) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def _permuted_twin(m: Method, perm: torch.Tensor) -> Method:
+    """The same weights with the positional table and the position noise permuted (SMA eq. 1)."""
+    twin = copy.deepcopy(m)
+    with torch.no_grad():
+        twin.encoder.embedding.pos.copy_(m.encoder.embedding.pos[perm])
+    draw = twin.position_noise
+    twin.position_noise = lambda b, n, g, d: draw(b, n, g, d)[:, perm]  # type: ignore[method-assign]
+    return twin
+
+
+def _masks(m: Method, batch: Batch, seed: int, step: int = 0, autocast: bool = True) -> torch.Tensor:
+    assert isinstance(m, MaskedAutoencoder)
+    g = torch.Generator().manual_seed(seed)
+    with _bf16(autocast):
+        ratio = m.sample_ratio(len(batch.x), g, torch.device("cpu"))
+        return m.make_mask(batch, m.encoder.embed(batch), ratio, g, step)[0]
+
+
+@pytest.mark.parametrize("name,arch", GUIDED)
+def test_domain_agnostic_masks_under_bf16_autocast(name: str, arch: str) -> None:
+    """SMA eq. 1 in bf16 autocast, float32 weights: along a short bf16 training run, the permuted
+    input gets the permuted mask at every step. (Two bf16 runs drift apart by rounding, so the
+    permuted twin is rebuilt from the same weights at each step: the mask selection is what is
+    tested.) With bf16 scores, ties are broken by position and this fails."""
+    torch.manual_seed(0)
+    m = build(name, arch=arch)
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(42))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for step in range(5):
+        batch = encode_strings(smiles_like(12, step))
+        base = _masks(m, batch, 100 + step, step)
+        permuted = _masks(_permuted_twin(m, perm), Batch(batch.x[:, perm], batch.padding_mask[:, perm]),
+                          100 + step, step)
+        assert torch.equal(base[:, perm], permuted), (step, int((base[:, perm] != permuted).sum()))
+        with _bf16():
+            out = m(batch, g, step)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("name,arch", GUIDED)
+def test_bf16_masks_equal_fp32_masks_when_scores_are_separated(name: str, arch: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    real = sma_module.rank_mask
+
+    def recording(score: torch.Tensor, excluded: torch.Tensor, k: torch.Tensor, largest: bool = True) -> torch.Tensor:
+        scores.append((score, excluded, k))
+        return real(score, excluded, k, largest)
+
+    monkeypatch.setattr(sma_module, "rank_mask", recording)
+    torch.manual_seed(0)
+    m = build(name, arch=arch)
+    batch = encode_strings(smiles_like(32, 5))
+    fp32 = _masks(m, batch, 3, autocast=False)
+    score, excluded, k = scores[-1]
+    bf16 = _masks(m, batch, 3)
+    assert scores[-1][0].dtype == torch.float32                         # scores in fp32 under autocast
+    top = score.masked_fill(excluded, float("-inf")).sort(1, descending=True).values
+    kth, after = top.gather(1, (k - 1)[:, None])[:, 0], top.gather(1, k[:, None])[:, 0]
+    separated = kth - after > 0.01 * kth                                # the k-th and (k+1)-th keys
+    assert int(separated.sum()) >= 8
+    assert torch.equal(bf16[separated], fp32[separated])
+
+
+def test_metamae_nearby_scores_fp32_under_bf16_autocast() -> None:
+    """MetaMAE's Nearby-S choice permutes with the tokens under bf16 autocast (no position-broken ties)."""
+    from pipeline_src.methods.masking import num_masked, random_mask
+    from pipeline_src.methods.metamae import nearby_mask
+
+    g = torch.Generator().manual_seed(0)
+    n, b = 64, 16
+    pos = torch.randn(n, 32, generator=g) * 0.02                        # the positional table's init scale
+    pad = torch.zeros(b, n, dtype=torch.bool)
+    mask = random_mask(torch.rand(b, n, generator=g), pad, num_masked(torch.full((b,), n), 0.5))
+    count = torch.full((b,), 6)
+    perm = torch.randperm(n, generator=g)
+    with _bf16():
+        base = nearby_mask(pos, ~mask, mask, count)
+        permuted = nearby_mask(pos[perm], (~mask)[:, perm], mask[:, perm], count)
+    assert torch.equal(base[:, perm], permuted)
+    assert torch.equal(base, nearby_mask(pos, ~mask, mask, count))      # = the fp32 choice
+    assert base.sum(1).tolist() == [6] * b and not (base & ~mask).any()
+
+
+# --- guided masks pinned (a fixed seed's masks, recorded before the folded-key logits) -------
+
+PIN_N = 40
+PIN_MODEL = {"dim": 32, "depth": 2, "heads": 4, "mlp_ratio": 2, "max_len": PIN_N, "num_latents": 8,
+             "decoder_dim": 32, "decoder_heads": 4}
+PINNED = {
+    ("sma", "transformer"): [[0, 3, 5, 9, 12, 17, 19, 20, 21, 25, 34, 39], [2, 4, 10, 12, 16, 17, 21, 22, 23, 25],
+                             [3, 7, 9, 10], [5, 6, 11, 14, 20, 21, 23, 24],
+                             [1, 2, 9, 10, 17, 25, 29, 30, 33, 35, 37, 39], [2, 4]],
+    ("sma", "perceiver"): [[4, 9, 17, 18, 19, 20, 27, 28, 33, 34, 36, 39], [3, 6, 8, 13, 14, 15, 20, 26, 31, 32],
+                           [1, 9, 10, 11], [1, 5, 13, 18, 19, 23, 25, 26],
+                           [1, 2, 3, 9, 10, 13, 21, 29, 30, 33, 36, 39], [2, 4]],
+    ("sma_r2", "transformer"): [[0, 3, 4, 6, 9, 15, 17, 19, 20, 21, 25, 34, 36, 37, 38, 39],
+                                [1, 2, 4, 5, 9, 11, 12, 18], [3, 4, 5, 7, 9],
+                                [1, 2, 3, 4, 5, 6, 9, 10, 14, 19, 20, 21], [4, 7, 14, 22, 25, 29, 35, 36, 38, 39], [2, 4]],
+    ("sma_r2", "perceiver"): [[3, 4, 9, 13, 16, 18, 19, 20, 24, 25, 26, 27, 33, 34, 36, 39],
+                              [3, 6, 10, 11, 13, 14, 20, 31], [1, 2, 3, 9, 10],
+                              [1, 2, 9, 10, 13, 14, 16, 17, 21, 22, 24, 25], [3, 9, 10, 14, 18, 20, 25, 27, 33, 36], [2, 3]],
+}
+
+
+@pytest.mark.parametrize("name,arch", sorted(PINNED))
+def test_guided_masks_pinned(name: str, arch: str) -> None:
+    g = torch.Generator().manual_seed(123)
+    pad = torch.arange(PIN_N)[None, :] >= torch.tensor([40, 33, 12, 27, 40, 5])[:, None]
+    batch = Batch(torch.randint(1, 257, (6, PIN_N), generator=g).masked_fill(pad, 0), pad)
+    torch.manual_seed(0)
+    cfg = {"mask_ratio": 0.3, "num_per_query": 4} if name == "sma" else {"num_per_query": 2}
+    m = build_method(name, InputSpec("discrete", PIN_N), {**PIN_MODEL, "arch": arch}, cfg)
+    mask = _masks(m, batch, 7, autocast=False)
+    assert [row.nonzero().flatten().tolist() for row in mask] == PINNED[(name, arch)]
 
 
 # --- training lowers the loss ----------------------------------------------------------------

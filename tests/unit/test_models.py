@@ -120,3 +120,68 @@ def test_decoders_shapes(decoder_cls: type) -> None:
     assert out.shape == (3, 7, 257)
     cont = decoder_cls(InputSpec("continuous", N, d_raw=3), 32, 16, 2, **kwargs)
     assert cont(pos, h, None).shape == (3, 7, 3)
+
+
+# --- dropout (model.dropout) ----------------------------------------------------------------
+
+def _method_loss(name: str, arch: str, p: float, train: bool, seed: int = 0) -> torch.Tensor:
+    from pipeline_src.methods import build_method
+
+    torch.manual_seed(0)
+    m = build_method(name, _spec("discrete"), {**CFG, "arch": arch, "dropout": p}, {})
+    m.train(train)
+    torch.manual_seed(seed)                                      # dropout draws from the global RNG
+    return m(_batch("discrete"), torch.Generator().manual_seed(3)).loss.detach()
+
+
+@pytest.mark.parametrize("arch", ["transformer", "perceiver"])
+def test_dropout_acts_in_training_mode_only(arch: str) -> None:
+    enc = build_encoder(_spec("discrete"), {**CFG, "arch": arch, "dropout": 0.3})
+    batch = _batch("discrete")
+    enc.eval()
+    e1, e2 = enc.encode(batch).h, enc.encode(batch).h
+    assert torch.equal(e1, e2)
+    enc.train()
+    t1, t2 = enc.encode(batch).h, enc.encode(batch).h
+    assert not torch.equal(t1, e1) and not torch.equal(t1, t2)
+    for name in ["random", "metamae"]:                               # encoder + decoders
+        assert not torch.equal(_method_loss(name, arch, 0.3, True), _method_loss(name, arch, 0.3, False))
+        assert torch.equal(_method_loss(name, arch, 0.3, True, 5), _method_loss(name, arch, 0.3, True, 5))
+    for dec in [UpsampleDecoder(_spec("discrete"), 32, 16, 2, dropout=0.3),
+                TransformerDecoder(_spec("discrete"), 32, 16, 2, depth=2, dropout=0.3)]:
+        pos, h = torch.randn(3, 7, 32), torch.randn(3, 5, 32)
+        assert not torch.equal(dec.train()(pos, h, None), dec.eval()(pos, h, None))
+
+
+@pytest.mark.parametrize("arch", ["transformer", "perceiver"])
+def test_dropout_zero_is_the_plain_model(arch: str) -> None:
+    """p = 0: no random draw, train mode = eval mode bit for bit, and the parameters (names and
+    shapes) of a model with dropout, so checkpoints load either way."""
+    from pipeline_src.methods import build_method
+
+    batch = _batch("discrete")
+    for name in ["random", "sma", "metamae"]:
+        torch.manual_seed(0)
+        plain = build_method(name, _spec("discrete"), {**CFG, "arch": arch}, {})
+        torch.manual_seed(0)
+        zero = build_method(name, _spec("discrete"), {**CFG, "arch": arch, "dropout": 0.0}, {})
+        torch.manual_seed(0)
+        with_p = build_method(name, _spec("discrete"), {**CFG, "arch": arch, "dropout": 0.2}, {})
+        shapes = {k: v.shape for k, v in plain.state_dict().items()}
+        assert shapes == {k: v.shape for k, v in with_p.state_dict().items()}
+        with_p.load_state_dict(zero.state_dict(), strict=True)
+        assert any(k.endswith("mlp.2.weight") for k in shapes)       # FeedForward keeps its layout
+        rng = torch.get_rng_state()
+        out = zero.train()(batch, torch.Generator().manual_seed(3)).loss
+        assert torch.equal(torch.get_rng_state(), rng)              # p = 0 draws nothing
+        assert torch.equal(out, plain.train()(batch, torch.Generator().manual_seed(3)).loss)
+        if name != "metamae":                                       # (its projector has BatchNorm)
+            assert torch.equal(out, zero.eval()(batch, torch.Generator().manual_seed(3)).loss)
+    enc = build_encoder(_spec("continuous"), {**CFG, "arch": arch, "dropout": 0.0})
+    cont = _batch("continuous")
+    assert torch.equal(enc.train().encode(cont).h, enc.eval().encode(cont).h)
+
+
+def test_dropout_out_of_range_is_rejected() -> None:
+    with pytest.raises(ValueError, match="model.dropout"):
+        build_encoder(_spec("discrete"), {**CFG, "arch": "transformer", "dropout": 1.5})

@@ -1,0 +1,414 @@
+"""A few minutes on one CUDA GPU that show the GPU path works at paper scale; writes a markdown summary.
+
+    python scripts/gpu_check.py --out reports/gpu_check.md          # on a machine with a GPU
+    python scripts/gpu_check.py --cpu-smoke --out /tmp/smoke.md     # the same code paths, tiny, on the CPU
+
+Parts (each reported, a failure in one does not stop the others):
+  1. every pretraining method at the paper model size of each domain (``config/paper.yaml``) for
+     up to ``--steps`` steps (at most ``--run-seconds`` each) in bf16 autocast on synthetic batches
+     of the domain's shape, all methods at SMA's mask ratio of the domain: steps/s, tokens/s,
+     FLOP/s against the bf16 matmul peak, peak memory, and SMA step / random step. A run that
+     runs out of GPU memory is retried at half the batch (the batch used is reported);
+  2. one finetune epoch (``pipeline_src.evaluate.finetune.finetune``, epochs = 1) and one linear
+     evaluation (frozen features + ``linear_probe``) on ESOL from the test fixtures, with the
+     chemistry encoder just pretrained by ``random``;
+  3. the CI config through ``snakemake --cores 8 --resources gpu=1 --configfile config/ci.yaml``
+     in a temporary copy of the workflow (with ``--cpu-smoke`` a dry run, ``-n``;
+     ``--skip-snakemake`` leaves it out).
+Without CUDA (and without ``--cpu-smoke``) it says so and exits 0. Exit status 1 when a part failed.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]   # this checkout's package and bench helpers
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from bench_methods import METHODS, Shape, matmul_peak, method_cfg, sync, synthetic_batch  # noqa: E402
+from pipeline_src.config import load_config, method_config, pretrain_config  # noqa: E402
+from pipeline_src.data.atomic import write_bytes_atomic  # noqa: E402
+from pipeline_src.methods import build_method  # noqa: E402
+
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "tests/fixtures"]
+SAMPLE_LENGTHS = {"chemistry": (30, 60), "proteins": (512, 1024), "physics": (28, 28)}  # synthetic (min, max)
+EVAL_TASK = "esol"
+
+
+@dataclass
+class Run:
+    domain: str
+    method: str
+    batch: int
+    steps: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    flops_per_step: float = 0.0
+    peak_mem: int | None = None
+    loss: float = math.nan
+    status: str = "ok"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def step_s(self) -> float:
+        return self.seconds / self.steps if self.steps else math.nan
+
+
+# --- part 1: pretraining steps at paper size --------------------------------------------------
+
+def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
+    """domain -> (shape, paper config, learning rate). ``smoke``: tiny models, batches and lengths."""
+    cfg = load_config(ROOT / "config" / "config.yaml", [ROOT / "config" / "paper.yaml"])
+    out = {}
+    for domain, d in cfg["domains"].items():
+        model = dict(d["model"])
+        ratio = float(method_config(cfg, domain, "sma")["mask_ratio"])
+        lo, hi = SAMPLE_LENGTHS.get(domain, (model["max_len"], model["max_len"]))
+        batch = int(d["pretrain"]["batch_size"])
+        if smoke:
+            model.update(dim=32, depth=2, heads=2, mlp_ratio=2, num_latents=8, decoder_dim=32, decoder_heads=2,
+                         max_len=min(int(model["max_len"]), 64))
+            batch = 4
+            if lo < hi:                                             # variable-length (discrete) inputs
+                lo, hi = min(lo, 16), min(hi, 64)
+        hi = min(hi, int(model["max_len"]))
+        out[domain] = (Shape(domain, model, batch, (min(lo, hi), hi), ratio), cfg,
+                       float(pretrain_config(cfg, domain, "random")["lr"]))
+    return out
+
+
+RATIO_KEYS = ("mask_ratio", "ratio_min", "ratio_max")
+
+
+def run_cfg(cfg: dict[str, Any], domain: str, name: str, ratio: float) -> dict[str, Any]:
+    """The paper's settings of ``name`` in ``domain``, at mask ratio ``ratio`` (ranged methods: [ratio, ratio])."""
+    base = {k: v for k, v in method_config(cfg, domain, name).items() if k not in RATIO_KEYS}
+    return {**base, **{k: v for k, v in method_cfg(name, ratio).items() if k in RATIO_KEYS}}
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA out of memory, including the cuBLAS / cuDNN allocation failures raised as RuntimeError."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def train_steps(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device: torch.device, steps: int,
+                max_seconds: float, warmup: int, keep: dict[str, Any]) -> Run:
+    run = Run(shape.domain, name, shape.batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    model = build_method(name, shape.spec(), shape.model, mcfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    batches = [synthetic_batch(shape, seed=i, device=device) for i in range(4)]
+    tokens = [int(b.n_valid.sum()) for b in batches]
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def step(i: int) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(batches[i % len(batches)], g, i)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return out.loss.detach()
+
+    with FlopCounterMode(display=False) as fc:                      # the first warm-up step, counted
+        step(0)
+    run.flops_per_step = float(fc.get_total_flops())
+    for i in range(1, warmup):
+        step(i)
+    sync(device)
+    t0 = time.perf_counter()
+    loss = None
+    while run.steps < steps and (run.steps == 0 or time.perf_counter() - t0 < max_seconds):
+        loss = step(warmup + run.steps)
+        run.tokens += tokens[(warmup + run.steps) % len(batches)]
+        run.steps += 1
+    sync(device)
+    run.seconds = time.perf_counter() - t0
+    run.loss = float(loss) if loss is not None else math.nan
+    if not math.isfinite(run.loss):
+        run.status = "FAILED: loss not finite"
+    run.peak_mem = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    if shape.domain == "chemistry" and name == "random":
+        keep["encoder"] = copy.deepcopy(model.encoder).cpu()
+        keep["model_cfg"] = shape.model
+    return run
+
+
+def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds: float, warmup: int,
+                     keep: dict[str, Any], log) -> list[Run]:
+    runs = []
+    for domain, (shape, cfg, lr) in paper_shapes(smoke).items():
+        for name in METHODS:
+            mcfg, batch, notes = run_cfg(cfg, domain, name, shape.ratio), shape.batch, []
+            while True:
+                oom = None
+                try:
+                    run = train_steps(replace(shape, batch=batch), name, mcfg, lr, device, steps, max_seconds,
+                                      warmup, keep)
+                except Exception as e:  # noqa: BLE001  (reported, the other runs go on)
+                    if is_oom(e):
+                        oom = (str(e).splitlines() or ["out of memory"])[0]
+                    else:
+                        run = Run(domain, name, batch, status=f"FAILED: {type(e).__name__}: {e}")
+                        log(traceback.format_exc())
+                free_memory(device)
+                if oom is None:
+                    break
+                notes.append(f"out of memory at batch {batch}")
+                if batch == 1:
+                    run = Run(domain, name, batch, status=f"FAILED: out of memory at batch 1 ({oom})")
+                    break
+                batch //= 2
+            run.notes += notes
+            log(f"{domain:<9} {name:<8} batch {run.batch:>4}  {run.steps:>4} steps  "
+                f"{run.step_s * 1e3:8.1f} ms/step  {run.status}")
+            runs.append(run)
+    return runs
+
+
+# --- part 2: one finetune epoch, one linear evaluation ----------------------------------------
+
+def prepare_task(work: Path, dataset: str) -> Path:
+    """download -> prepare -> scaffold split of a fixture task; returns the processed folder."""
+    from pipeline_src.config import load_registry
+    from pipeline_src.data.download import fetch_dataset
+    from pipeline_src.data.prepare import prepare_dataset
+    from pipeline_src.data.splits import write_split
+
+    entry = load_registry(ROOT / "tests" / "fixtures" / "datasets.yaml")[dataset]
+    raw, processed = work / "raw" / dataset, work / "processed" / dataset
+    fetch_dataset(dataset, entry, raw, [ROOT / "tests" / "fixtures" / "mirror"], timeout=5, retries=0, log=lambda *a: None)
+    prepare_dataset(dataset, entry, raw, processed)
+    write_split(processed, "scaffold", 0, processed / "splits" / "scaffold.parquet",
+                fractions=tuple(entry.get("split", {}).get("fractions", (0.8, 0.1, 0.1))))
+    return processed
+
+
+def evaluation_part(device: torch.device, keep: dict[str, Any], work: Path, log) -> list[dict[str, Any]]:
+    from pipeline_src.config import load_registry
+    from pipeline_src.data.encode import load_encoded
+    from pipeline_src.evaluate.features import extract_features
+    from pipeline_src.evaluate.finetune import finetune
+    from pipeline_src.evaluate.linear import linear_probe
+    from pipeline_src.evaluate.run import _labels_and_folds
+
+    if "encoder" not in keep:
+        return [{"what": "finetune / linear", "status": "FAILED: no chemistry encoder (the random run failed)"}]
+    entry = load_registry(ROOT / "tests" / "fixtures" / "datasets.yaml")[EVAL_TASK]
+    task, metric = entry["task"], entry["metric"]
+    processed = prepare_task(work, EVAL_TASK)
+    data = load_encoded(processed)
+    y, fold = _labels_and_folds(processed, processed / "splits" / "scaffold.parquet", data.ids)
+    max_len, dim = int(keep["model_cfg"]["max_len"]), int(keep["model_cfg"]["dim"])
+    rows = []
+    parts = {
+        "finetune, 1 epoch": lambda enc: finetune(enc, dim, data, y, fold, task, metric,
+                                                   {"epochs": 1, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.01,
+                                                    "patience": 10}, max_len, 0, device, log=lambda *a: None),
+        "linear evaluation": lambda enc: linear_probe(extract_features(enc, data, max_len, 256, device),
+                                                      y, fold, task, metric, 0),
+    }
+    for what, fn in parts.items():
+        t0 = time.perf_counter()
+        try:
+            res = fn(copy.deepcopy(keep["encoder"]))
+            ok = math.isfinite(res.test) and math.isfinite(res.valid)
+            rows.append({"what": what, "seconds": time.perf_counter() - t0, "valid": res.valid, "test": res.test,
+                         "n": res.n, "status": "ok" if ok else "FAILED: metric not finite"})
+        except Exception as e:  # noqa: BLE001
+            log(traceback.format_exc())
+            rows.append({"what": what, "seconds": time.perf_counter() - t0, "status": f"FAILED: {type(e).__name__}: {e}"})
+        log(f"{what}: {rows[-1]['status']}")
+        free_memory(device)
+    for r in rows:
+        r.update(task=EVAL_TASK, metric=metric)
+    return rows
+
+
+# --- part 3: the CI config through snakemake --------------------------------------------------
+
+def copy_workflow(dest: Path) -> Path:
+    for rel in WORKFLOW_FILES:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def snakemake_part(work: Path, cores: int, dry_run: bool, timeout_s: float, log) -> dict[str, Any]:
+    wd = copy_workflow(work / "workflow_copy")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1",
+           *(["-n"] if dry_run else []), "--configfile", "config/ci.yaml"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env.setdefault("MASKBENCH_GPU_LOCK_DIR", str(work / "gpu_locks"))
+    t0 = time.perf_counter()
+    log_path = work / "snakemake.log"
+    with open(log_path, "w") as out:                                 # its own process group: a timeout ends every job
+        proc = subprocess.Popen(cmd, cwd=wd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            rc = None
+    seconds = time.perf_counter() - t0
+    tail = ("" if rc is not None else f"timed out after {timeout_s:.0f} s\n") + log_path.read_text(errors="replace")[-3000:]
+    results = sorted((wd / "data" / "results").rglob("*.json")) if (wd / "data" / "results").is_dir() else []
+    report = wd / "reports" / "all.md"
+    ok = rc == 0 and (dry_run or report.exists())
+    out = {"command": " ".join(["snakemake", *cmd[3:]]), "dry_run": dry_run, "rc": rc, "seconds": seconds,
+           "results": len(results), "report": report.exists(), "status": "ok" if ok else "FAILED", "tail": tail}
+    log(f"snakemake ({'dry run' if dry_run else 'CI config'}): rc {rc} in {seconds:.0f} s, {len(results)} results")
+    return out
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+def fmt(x: float, spec: str = ".1f") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def describe(shape: Shape) -> str:
+    m = shape.model
+    arch = f"Perceiver-IO, {m['num_latents']} latents" if m.get("arch") == "perceiver" else "transformer"
+    lo, hi = shape.lengths
+    return (f"{shape.domain}: {arch}, d {m['dim']}, {m['depth']} layers, {m['heads']} heads; batch {shape.batch} "
+            f"of {lo if lo == hi else f'{lo}-{hi}'} tokens; mask ratio {shape.ratio:g}")
+
+
+def summary(env: dict[str, Any], runs: list[Run], evals: list[dict[str, Any]], snake: dict[str, Any] | None,
+            total_s: float, smoke: bool, shapes: list[Shape]) -> tuple[str, int]:
+    """The markdown summary and the number of failed parts."""
+    failed = [r for r in runs if r.status != "ok"] + [e for e in evals if e["status"] != "ok"]
+    if snake is not None and snake["status"] != "ok":
+        failed.append(snake)
+    lines = ["# GPU check" + (" (CPU smoke run: tiny sizes, not paper scale)" if smoke else ""), "",
+             f"Overall: **{'ok' if not failed else f'{len(failed)} part(s) FAILED'}** in {total_s / 60:.1f} min.", "",
+             "## Machine", "",
+             f"- device: {env['device']}", f"- torch {env['torch']}, CUDA {env['cuda']}, Python {env['python']}",
+             f"- matmul peak measured here: fp32 {env['fp32_peak'] / 1e12:.2f} TFLOP/s, "
+             f"bf16 {env['bf16_peak'] / 1e12:.2f} TFLOP/s", "",
+             f"## Pretraining steps (bf16 autocast, {'tiny models' if smoke else 'paper model sizes'}, synthetic batches)", "",
+             *[f"- {describe(s)}" for s in shapes], "",
+             "All methods of a domain at SMA's mask ratio of that domain (r2mae, sma_r2: ratio_min = ratio_max); "
+             "metamae with the paper's decoder depth. FLOP share: counted FLOP/s over the bf16 matmul peak.", "",
+             "| domain | method | batch | steps | ms/step | steps/s | tokens/s | FLOP share | peak memory GB "
+             "| last loss | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        share = r.flops_per_step / r.step_s / env["bf16_peak"] if r.steps else math.nan
+        mem = fmt(r.peak_mem / 2**30, ".2f") if r.peak_mem is not None else "–"
+        status = "; ".join([r.status, *r.notes])
+        lines.append(f"| {r.domain} | {r.method} | {r.batch} | {r.steps} | {fmt(r.step_s * 1e3)} | "
+                     f"{fmt(1 / r.step_s if r.steps else math.nan, '.2f')} | "
+                     f"{fmt(r.tokens / r.seconds if r.seconds else math.nan, ',.0f')} | {fmt(share, '.3f')} | {mem} | "
+                     f"{fmt(r.loss, '.3f')} | {status} |")
+    lines += ["", "| domain | SMA step / random step |", "|---|---:|"]
+    for domain in dict.fromkeys(r.domain for r in runs):
+        by = {r.method: r for r in runs if r.domain == domain and r.steps and r.status == "ok"}
+        ratio = by["sma"].step_s / by["random"].step_s if {"sma", "random"} <= set(by) and \
+            by["sma"].batch == by["random"].batch else math.nan
+        lines.append(f"| {domain} | {fmt(ratio, '.3f')} |")
+    lines += ["", f"## Evaluation ({EVAL_TASK} fixture, scaffold split, chemistry encoder pretrained above by random)", "",
+              "| protocol | seconds | valid | test | rows train/valid/test | status |", "|---|---:|---:|---:|---|---|"]
+    for e in evals:
+        n = e.get("n") or {}
+        lines.append(f"| {e['what']} | {fmt(e.get('seconds'))} | {fmt(e.get('valid'), '.3f')} | {fmt(e.get('test'), '.3f')} | "
+                     f"{'/'.join(str(n[k]) for k in ('train', 'valid', 'test')) if n else '–'} | {e['status']} |")
+    lines += ["", "## CI config through Snakemake", ""]
+    if snake is None:
+        lines.append("Skipped (`--skip-snakemake`).")
+    else:
+        lines += [f"`{snake['command']}` (in a temporary copy of the workflow){' — dry run' if snake['dry_run'] else ''}: "
+                  f"exit status {snake['rc']}, {snake['seconds']:.0f} s, {snake['results']} result files, "
+                  f"report {'written' if snake['report'] else 'not written'}: **{snake['status']}**."]
+        if snake["status"] != "ok":
+            lines += ["", "```", snake["tail"], "```"]
+    return "\n".join(lines) + "\n", len(failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="reports/gpu_check.md", help="markdown summary (written atomically)")
+    p.add_argument("--cpu-smoke", action="store_true", help="no GPU needed: tiny sizes, few steps, snakemake dry run")
+    p.add_argument("--skip-snakemake", action="store_true", help="leave out the snakemake part")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 200; smoke 3)")
+    p.add_argument("--run-seconds", type=float, default=None, help="time cap per run (default 6 s; smoke 2 s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per run (the first one counts FLOPs)")
+    p.add_argument("--cores", type=int, default=8, help="snakemake --cores")
+    p.add_argument("--snakemake-timeout", type=float, default=330.0, help="seconds (then every job is ended)")
+    a = p.parse_args(argv)
+    if not torch.cuda.is_available() and not a.cpu_smoke:
+        print("gpu_check: no CUDA GPU on this machine; nothing to check (--cpu-smoke runs the CPU smoke version).")
+        return 0
+    smoke = a.cpu_smoke
+    device = torch.device("cpu" if smoke else "cuda")
+    steps = a.steps if a.steps is not None else (3 if smoke else 200)
+    run_seconds = a.run_seconds if a.run_seconds is not None else (2.0 if smoke else 6.0)
+    if smoke:
+        torch.set_num_threads(1)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    size = 256 if smoke else 8192
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
+    env = {"device": name,
+           "torch": torch.__version__, "cuda": torch.version.cuda or "none", "python": platform.python_version(),
+           "fp32_peak": matmul_peak(size, 5, device), "bf16_peak": matmul_peak(size, 5, device, torch.bfloat16)}
+    log(f"{env['device']}: fp32 {env['fp32_peak'] / 1e12:.2f}, bf16 {env['bf16_peak'] / 1e12:.2f} TFLOP/s")
+    keep: dict[str, Any] = {}
+    work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
+    try:
+        runs = pretraining_part(device, smoke, steps, run_seconds, a.warmup, keep, log)
+        try:
+            evals = evaluation_part(device, keep, work, log)
+        except Exception as e:  # noqa: BLE001  (e.g. the fixture task cannot be prepared)
+            log(traceback.format_exc())
+            evals = [{"what": "finetune / linear", "status": f"FAILED: {type(e).__name__}: {e}"}]
+        snake = None if a.skip_snakemake else snakemake_part(work, a.cores, smoke, a.snakemake_timeout, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    shapes = [shape for shape, _, _ in paper_shapes(smoke).values()]
+    text, n_failed = summary(env, runs, evals, snake, time.perf_counter() - t_start, smoke, shapes)
+    write_bytes_atomic(a.out, text.encode("utf-8"))
+    log(f"wrote {a.out}: {'ok' if not n_failed else f'{n_failed} part(s) failed'}")
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
