@@ -251,9 +251,17 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
         lines.append("- **Dataset substitutes**: " + " ".join(subs))
     ev = cfg.get("evaluate", {})
     sub = "; ".join(f"{dom}: {d['corpus']} {_samples(d.get('corpus_subsample'))}" for dom, d in cfg["domains"].items())
-    rows = ev.get("max_rows")
-    rows_text = "all" if rows is None else f"at most {rows:,} (a fixed hash-chosen subset shared by all methods and splits)"
-    lines.append(f"- **Subsampling**: pretraining corpora — {sub}. Evaluation rows per task: {rows_text}.")
+    rows = ev.get("max_train_rows")
+    rows_text = "all" if rows is None else (f"at most {rows:,} (a fixed hash-chosen subset, stratified by label, the same "
+                                            "for every method and seed)")
+    lines.append(f"- **Subsampling**: pretraining corpora — {sub}. Training rows per split: {rows_text}; valid and "
+                 "test folds are never subsampled (fold sizes below).")
+    seeds = "; ".join(f"{dom}: {', '.join(str(k) for k in pretrain_seeds(cfg, dom))}" for dom in cfg["domains"])
+    ft = ev.get("finetune", {})
+    lines.append(f"- **Units**: pretraining seeds — {seeds}; a result is one (pretraining seed, split) unit, the same "
+                 f"units for every method. Finetuning: tasks {', '.join(ft.get('tasks') or ['all'])}, split kinds "
+                 f"{', '.join(ft.get('split_kinds') or ['all'])}, at most {ft.get('epochs')} epochs (patience "
+                 f"{ft.get('patience')}), lr {ft.get('lrs') or ft.get('lr')}, {ft.get('schedule', 'constant')} schedule.")
     lines.append("- **Models and pretraining** per domain:")
     for dom, d in cfg["domains"].items():
         m, p = d["model"], d["pretrain"]

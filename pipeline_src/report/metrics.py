@@ -3,7 +3,7 @@
 - ``reports/metrics.json``: ``{dataset: {split_kind: {method: {protocol: mean}}}}``, the mean test
   metric of each report cell (same aggregation as the report: over seeds and seeded splits of one
   kind); ``dvc metrics show`` / ``dvc metrics diff`` read it.
-- ``reports/plots/pretrain_loss/<corpus>_<method>.csv``: ``step,loss`` from each pretraining
+- ``reports/plots/pretrain_loss/<corpus>_<method>_seed<k>.csv``: ``step,loss`` from each pretraining
   ``log.jsonl`` (DVC plots read CSV, not JSON lines); ``dvc plots show`` draws them.
 """
 from __future__ import annotations
@@ -18,11 +18,15 @@ from ..data.atomic import write_bytes_atomic
 from .aggregate import aggregate, load_results, parse_result_path, restrict_to
 
 
-def headline_metrics(results_root: str | Path, expected: list[str] | None = None) -> dict[str, Any]:
-    """Nested ``dataset -> split kind -> method -> protocol -> mean`` (finite values only)."""
+def headline_metrics(results_root: str | Path, expected: list[str] | None = None,
+                     planned: list | None = None) -> dict[str, Any]:
+    """Nested ``dataset -> split kind -> method -> protocol -> mean`` (finite values only), over the
+    planned results (``expected`` paths, or ``planned`` keys)."""
     results = load_results(results_root)
     if expected is not None:
         results = restrict_to(results, [parse_result_path(p) for p in expected])
+    elif planned is not None:
+        results = restrict_to(results, planned)
     out: dict[str, Any] = {}
     for r in aggregate(results).itertuples(index=False):
         mean = float(r.mean)
@@ -32,17 +36,17 @@ def headline_metrics(results_root: str | Path, expected: list[str] | None = None
     return out
 
 
-def loss_tables(checkpoints_root: str | Path, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """(corpus, method) -> CSV text ``step,loss`` from its ``log.jsonl``; pairs without a log are left out."""
+def loss_tables(checkpoints_root: str | Path, runs: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], str]:
+    """(corpus, method, seed) -> CSV text ``step,loss`` from its ``log.jsonl``; runs without a log are left out."""
     from .compute import read_loss_log
 
     out = {}
-    for corpus, method in pairs:
-        df = read_loss_log(Path(checkpoints_root) / corpus / method / "log.jsonl")
+    for corpus, method, seed in runs:
+        df = read_loss_log(Path(checkpoints_root) / corpus / method / f"seed{seed}" / "log.jsonl")
         if df.empty:
             continue
         df = df[["step", "loss"]].dropna().sort_values("step", kind="stable")
-        out[(corpus, method)] = df.to_csv(index=False, lineterminator="\n")
+        out[(corpus, method, seed)] = df.to_csv(index=False, lineterminator="\n")
     return out
 
 
@@ -51,14 +55,21 @@ def write_metrics(config_path: str | Path, out_json: str | Path = "reports/metri
                   checkpoints_root: str | Path = "data/checkpoints", expected: list[str] | None = None) -> None:
     from ..config import load_config
 
+    from ..config import load_registry
+    from ..plan import planned_results
+
     cfg = load_config(config_path)
-    metrics = headline_metrics(results_root, expected)
+    planned = None if expected is not None else planned_results(cfg, load_registry(cfg["registry"]))
+    metrics = headline_metrics(results_root, expected, planned)
     write_bytes_atomic(Path(out_json), (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     loss_dir = Path(plots_dir) / "pretrain_loss"
     loss_dir.mkdir(parents=True, exist_ok=True)
-    pairs = [(d["corpus"], m) for d in cfg["domains"].values() for m in cfg.get("methods_run", []) if m != "none"]
-    for (corpus, method), text in loss_tables(checkpoints_root, list(dict.fromkeys(pairs))).items():
-        write_bytes_atomic(loss_dir / f"{corpus}_{method}.csv", text.encode("utf-8"))
+    from ..plan import pretrain_seeds
+
+    runs = [(d["corpus"], m, k) for dom, d in cfg["domains"].items() for m in cfg.get("methods_run", []) if m != "none"
+            for k in pretrain_seeds(cfg, dom)]
+    for (corpus, method, seed), text in loss_tables(checkpoints_root, list(dict.fromkeys(runs))).items():
+        write_bytes_atomic(loss_dir / f"{corpus}_{method}_seed{seed}.csv", text.encode("utf-8"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

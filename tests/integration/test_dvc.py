@@ -54,7 +54,9 @@ def small_config() -> dict:
     cfg["domains"] = {"physics": cfg["domains"]["physics"]}
     cfg["methods_run"] = ["none", "sma"]
     cfg["seeds"] = [0]
+    cfg["pretrain_seeds"] = [0]
     cfg["evaluate"]["baselines"] = False
+    cfg["evaluate"]["protocols"] = ["linear"]
     return cfg
 
 
@@ -112,7 +114,7 @@ def test_repro_builds_every_stage(first_repro):
         assert f"Running stage '{stage}'" in r.stdout, r.stdout[-3000:]
     assert (repo / "data/processed/higgs/table.parquet").exists()
     for m in ("none", "sma"):
-        assert (repo / f"data/checkpoints/higgs/{m}/model.pt").exists()
+        assert (repo / f"data/checkpoints/higgs/{m}/seed0/model.pt").exists()
         assert (repo / f"data/results/higgs/{m}/linear/fixed/seed0.json").exists()
     assert "HIGGS" in (repo / "reports/all.md").read_text()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
@@ -127,10 +129,10 @@ def test_metrics_and_plots(first_repro):
         assert isinstance(metrics["higgs"]["fixed"][m]["linear"], float)
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     assert "reports/metrics.json" in json.dumps(shown)
-    curve = (repo / "reports/plots/pretrain_loss/higgs_sma.csv").read_text().splitlines()
+    curve = (repo / "reports/plots/pretrain_loss/higgs_sma_seed0.csv").read_text().splitlines()
     assert curve[0] == "step,loss" and len(curve) > 2
     plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)
-    assert any("higgs_sma.csv" in k for k in plots["data"])
+    assert any("higgs_sma_seed0.csv" in k for k in plots["data"])
 
 
 def test_provenance_files(first_repro):

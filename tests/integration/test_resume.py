@@ -26,9 +26,9 @@ from .conftest import copy_workflow
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds the job's process in /proc")]
 
-TARGET = "data/checkpoints/higgs/random/model.pt"
-JOB_DIR = Path("data/checkpoints/higgs/random")
-JOB_LOG = Path("data/logs/pretrain/higgs/random.log")
+TARGET = "data/checkpoints/higgs/random/seed0/model.pt"
+JOB_DIR = Path("data/checkpoints/higgs/random/seed0")
+JOB_LOG = Path("data/logs/pretrain/higgs/random/seed0.log")
 EXTRA = "domains:\n  physics:\n    pretrain: {steps: 40, checkpoint_every: 4}\n"
 CONFIGS = ("config/ci.yaml", "resume.yaml")
 

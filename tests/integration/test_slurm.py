@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 TARGETS = ["data/results/higgs/sma/linear/fixed/seed0.json"]
 # the three tiny data rules go in one submission (a Snakemake group job); the rest one job each
-GROUPS = ["download_higgs=data", "prepare_higgs=data", "split_physics=data"]
+GROUPS = ["download_higgs=data", "prepare_higgs=data", "split_higgs=data"]
 SLURM_FLAGS = [
     "--workflow-profile", "workflow/profiles/slurm",
     "--slurm-status-command", "squeue",  # no slurmdbd here, hence no sacct
@@ -126,7 +126,8 @@ def _scontrol(jobid: str) -> dict:
 
 def test_every_job_was_an_sbatch_submission_with_the_profile_resources(runs):
     jobids = re.findall(r"submitted with SLURM jobid (\d+)", runs["slurm_out"])
-    assert len(jobids) == 3, runs["slurm_out"][-3000:]
+    # the data group, one pretraining job per seed of the CI config (the linear job reads both), the linear job
+    assert len(jobids) == 4, runs["slurm_out"][-3000:]
     by_rule = {}
     for jobid in jobids:
         info = _scontrol(jobid)
@@ -134,20 +135,20 @@ def test_every_job_was_an_sbatch_submission_with_the_profile_resources(runs):
         assert info["Partition"] == "maskbench", info  # MASKBENCH_SLURM_PARTITION -> sbatch -p
         # the plugin's --comment: rule_<rule>_wildcards_<values>, or rule_<group>_<rules> for a group
         by_rule[re.sub(r"^rule_|_wildcards_.*$", "", info["Comment"])] = info
-    assert set(by_rule) == {"data_download_higgs_prepare_higgs_split_physics", "pretrain", "evaluate_linear_physics"}, by_rule
+    assert set(by_rule) == {"data_download_higgs_prepare_higgs_split_higgs", "pretrain", "evaluate_linear_higgs"}, by_rule
     # memory and time from the config's resources.<step>; GPU steps get --gpus=1; cpus-per-task =
     # the rule's threads
     for rule, (mem, minutes) in RESOURCES.items():
-        info = by_rule[rule if rule == "pretrain" else f"{rule}_physics"]
+        info = by_rule[rule if rule == "pretrain" else f"{rule}_higgs"]
         assert info["MinMemoryNode"] == f"{mem}M", (rule, info)
         h, m = divmod(minutes, 60)
         assert info["TimeLimit"] in (f"{h:02d}:{m:02d}:00", f"{h // 24}-{h % 24:02d}:{m:02d}:00"), (rule, info)
-    linear, data = by_rule["evaluate_linear_physics"], by_rule["data_download_higgs_prepare_higgs_split_physics"]
+    linear, data = by_rule["evaluate_linear_higgs"], by_rule["data_download_higgs_prepare_higgs_split_higgs"]
     assert "gpu:1" in by_rule["pretrain"].get("TresPerJob", "") and "gpu:1" in linear.get("TresPerJob", "")
     assert "gpu" not in data.get("TresPerJob", "")
-    assert by_rule["pretrain"]["NumCPUs"] == "2" and linear["NumCPUs"] == "1"  # the rules' threads
+    assert by_rule["pretrain"]["NumCPUs"] == "1" and linear["NumCPUs"] == "1"  # the rules' threads (resources.pretrain.threads)
     logs = sorted(p.relative_to(runs["slurm"]) for p in (runs["slurm"] / ".snakemake/slurm_logs").rglob("*.log"))
-    assert len(logs) == 3, logs
+    assert len(logs) == 4, logs
     for log in logs:
         text = (runs["slurm"] / log).read_text()
         assert "Finished jobid" in text, log  # the job's own Snakemake ran the rule
@@ -169,11 +170,11 @@ def test_slurm_results_equal_the_local_run(runs):
     # the checkpoint: same weights (its metadata holds wall time and throughput)
     import torch
 
-    a, b = (torch.load(d / "data/checkpoints/higgs/sma/model.pt", map_location="cpu", weights_only=False) for d in (local, slurm))
+    a, b = (torch.load(d / "data/checkpoints/higgs/sma/seed0/model.pt", map_location="cpu", weights_only=False) for d in (local, slurm))
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    la, lb = ([{k: v for k, v in json.loads(line).items() if k not in LOG_VOLATILE} for line in (d / "data/checkpoints/higgs/sma/log.jsonl").read_text().splitlines()] for d in (local, slurm))
+    la, lb = ([{k: v for k, v in json.loads(line).items() if k not in LOG_VOLATILE} for line in (d / "data/checkpoints/higgs/sma/seed0/log.jsonl").read_text().splitlines()] for d in (local, slurm))
     assert la == lb and la
     # the evaluation: same numbers
     for t in TARGETS:

@@ -8,7 +8,8 @@ from .conftest import snakemake
 
 pytestmark = pytest.mark.integration
 
-HEADINGS = ["TAPE", "MoleculeNet", "HIGGS", "Linear evaluation", "Compute cost"]
+HEADINGS = ["Findings", "TAPE", "MoleculeNet", "HIGGS", "Linear evaluation", "Compute cost", "Did pretraining learn",
+            "Fold sizes"]
 NUMBER = r"-?\d+(\.\d+)?"
 EXPLAINED = ("not run", "failed (log:", "n/a", "not reported")
 
@@ -70,3 +71,43 @@ def test_figures_exist_and_are_linked(full_run):
 def test_second_run_does_nothing(full_run):
     r = snakemake(full_run, "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def _planned_rules(stdout: str) -> set[str]:
+    """Rule names of the dry run's job-count table."""
+    rules = set()
+    for line in stdout.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            rules.add(m.group(1))
+    return rules
+
+
+def test_params_trigger_reruns_exactly_the_evaluations(full_run):
+    """Changing an evaluation setting (evaluate.max_train_rows) reruns every evaluation job and what
+    reads their results (report, provenance), and no data or pretraining job."""
+    over = full_run / "max_train_rows.yaml"
+    over.write_text("evaluate:\n  max_train_rows: 40\n")
+    r = snakemake(full_run, "-n", configfiles=("config/ci.yaml", str(over)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rules = _planned_rules(r.stdout)
+    assert rules and all(x.startswith("evaluate_") or x in ("report", "provenance") for x in rules), rules
+    assert any(x.startswith("evaluate_linear_") for x in rules) and any(x.startswith("evaluate_finetune_") for x in rules)
+    assert any(x.startswith("evaluate_classical_") for x in rules)
+    # a pretraining setting reruns pretraining, evaluation and report, and no data job
+    over.write_text("domains:\n  physics:\n    pretrain: {steps: 9}\n")
+    r = snakemake(full_run, "-n", configfiles=("config/ci.yaml", str(over)))
+    rules = _planned_rules(r.stdout)
+    assert "pretrain" in rules and "evaluate_linear_higgs" in rules and "evaluate_linear_esol" not in rules, rules
+    assert not any(x.startswith(("download_", "prepare_", "split_")) for x in rules), rules
+
+
+def test_finetune_results_have_curves(full_run):
+    res = sorted((full_run / "data/results/esol").glob("*/finetune/scaffold/seed*.json"))
+    assert len(res) == 7 * 2  # every method x 2 pretraining seeds
+    for p in res:
+        r = json.loads(p.read_text())
+        assert r["curve"] and r["chosen"]["epoch"] >= 1 and r["n"]["test"] > 0
+    md = (full_run / "reports/all.md").read_text()
+    assert re.search(r"^\| no pretraining \| finetune \| ours \|", md, re.M)
+    assert "finetune_esol.png" in md

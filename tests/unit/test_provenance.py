@@ -111,9 +111,9 @@ def test_headline_metrics_nested_means(tmp_path):
 
 
 def test_loss_tables_from_log(tmp_path):
-    log = tmp_path / "moses" / "sma" / "log.jsonl"
+    log = tmp_path / "moses" / "sma" / "seed1" / "log.jsonl"
     log.parent.mkdir(parents=True)
     log.write_text('{"step": 2, "loss": 1.5}\n{"step": 1, "loss": 2.0, "lr": 0.1}\nnot json\n')
-    tables = metrics_mod.loss_tables(tmp_path, [("moses", "sma"), ("moses", "random")])
-    assert list(tables) == [("moses", "sma")]
-    assert tables[("moses", "sma")].splitlines() == ["step,loss", "1,2.0", "2,1.5"]
+    tables = metrics_mod.loss_tables(tmp_path, [("moses", "sma", 1), ("moses", "sma", 0), ("moses", "random", 1)])
+    assert list(tables) == [("moses", "sma", 1)]
+    assert tables[("moses", "sma", 1)].splitlines() == ["step,loss", "1,2.0", "2,1.5"]

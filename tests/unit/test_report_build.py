@@ -74,7 +74,7 @@ def test_build_report_end_to_end(workdir: Path):
         assert any(h in x for x in headings), h
     # header
     assert "`run.yaml`" in md and "settings hash" in md and "MOSES" in md and "10 samples" in md
-    assert "42 s" in md and "summed over 1 Snakemake jobs" in md
+    assert "42 s" in md and "summed over 1 Snakemake jobs" in md and "at most 100" in md
     assert "torch " in md and "python " in md and "GPU:" in md
     assert "16 planned, 9 with a result, 1 failed (log present), 6 not run" in md
     # findings: SMA vs MAE (random) on bbbp, 3 paired units, named test
