@@ -13,6 +13,9 @@
   ``len(valid) + len(group) <= 0.1 n``, else test. One split per seed.
 * ``random``: a seeded permutation cut at ``int(0.8 n)`` and ``int(0.9 n)``.
 * ``fixed``: the table's ``fold`` column (TAPE, HIGGS).
+* ``column``: the same ``fold`` column, which prepare derived from a fold column of the source
+  (registry ``split: {kind: column, ...}``: values mapped to train / valid / test, a valid flag or
+  a seeded ``valid_fraction`` applied, rows with an unknown value dropped). Deterministic.
 
 Split files: ``splits/<name>.parquet`` with columns ``id`` and ``fold`` (train | valid | test), in
 table order; names from :func:`split_name`.
@@ -30,7 +33,8 @@ import pyarrow as pa
 from .atomic import write_parquet_atomic
 from .encode import table_files
 
-SPLIT_KINDS = ("scaffold", "scaffold_balanced", "random", "fixed")
+SPLIT_KINDS = ("scaffold", "scaffold_balanced", "random", "fixed", "column")
+DETERMINISTIC = ("scaffold", "fixed", "column")   # one split, no seed
 FOLDS = ("train", "valid", "test")
 SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("fold", pa.string())])
 
@@ -40,8 +44,8 @@ class SplitError(ValueError):
 
 
 def split_name(kind: str, seed: int | None = None) -> str:
-    """``scaffold``, ``fixed``, ``scaffold_balanced_seed<k>``, ``random_seed<k>``."""
-    if kind in ("scaffold", "fixed"):
+    """``scaffold``, ``fixed``, ``column``, ``scaffold_balanced_seed<k>``, ``random_seed<k>``."""
+    if kind in DETERMINISTIC:
         return kind
     if kind in ("scaffold_balanced", "random"):
         if seed is None:
@@ -61,7 +65,7 @@ def parse_split_name(name: str) -> tuple[str, int]:
     except SplitError:
         ok = False
     if not ok:
-        raise SplitError(f"{name!r} is not a split name (scaffold, fixed, scaffold_balanced_seed<k>, random_seed<k>)")
+        raise SplitError(f"{name!r} is not a split name (scaffold, fixed, column, scaffold_balanced_seed<k>, random_seed<k>)")
     return kind, int(seed)
 
 
@@ -155,9 +159,10 @@ def make_split(table: pd.DataFrame, kind: str, seed: int, fractions=(0.8, 0.1, 0
         fold = np.asarray(FOLDS, dtype=object)[idx]
     elif kind == "random":
         fold = np.asarray(FOLDS, dtype=object)[random_split_indices(len(table), seed, fractions)]
-    elif kind == "fixed":
+    elif kind in ("fixed", "column"):
         if "fold" not in table.columns:
-            raise SplitError("split 'fixed' needs a 'fold' column in the table")
+            raise SplitError(f"split {kind!r} needs a 'fold' column in the table: the registry entry's split must be "
+                             f"kind 'column' (folds from a column of the data) or 'fixed' (a fold per file)")
         fold = table["fold"].astype(str).to_numpy(dtype=object)
         bad = sorted(set(fold.tolist()) - set(FOLDS))
         if bad:
@@ -178,10 +183,13 @@ def read_table(processed_dir: str | Path, columns: Sequence[str]) -> pd.DataFram
 def write_split(processed_dir: str | Path, kind: str, seed: int, out_path: str | Path,
                 fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
     """Compute the split of a prepared dataset and write ``out_path`` (``id``, ``fold``) atomically."""
-    cols = ["id"] + (["scaffold"] if kind in ("scaffold", "scaffold_balanced") else []) + (["fold"] if kind == "fixed" else [])
+    cols = ["id"] + (["scaffold"] if kind in ("scaffold", "scaffold_balanced") else []) + (["fold"] if kind in ("fixed", "column") else [])
     try:
         table = read_table(processed_dir, cols)
     except (KeyError, pa.ArrowInvalid) as e:
+        if kind in ("fixed", "column"):
+            raise SplitError(f"{processed_dir}: split {kind!r} needs a 'fold' column in the table: the registry entry's "
+                             f"split must be kind 'column' (folds from a column of the data) or 'fixed' (a fold per file)") from None
         raise SplitError(f"{processed_dir}: cannot read columns {cols} for split {kind!r}: {e}") from None
     split = make_split(table, kind, seed, tuple(fractions))
     out = pa.Table.from_arrays([pa.array(split["id"].tolist(), pa.string()), pa.array(split["fold"].tolist(), pa.string())],

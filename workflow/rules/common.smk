@@ -80,7 +80,7 @@ def split_names(domain_cfg):
     """Split file stems for the tasks of a domain, from its `splits` and the run's seeds."""
     names = []
     for kind in domain_cfg["splits"]:
-        if kind in ("scaffold", "fixed"):
+        if kind in ("scaffold", "fixed", "column"):
             names.append(kind)
         else:
             names += [f"{kind}_seed{s}" for s in config["seeds"]]

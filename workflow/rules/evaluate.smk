@@ -42,7 +42,7 @@ def eval_targets():
 
 
 EVAL_TARGETS = eval_targets()
-_SPLIT_RE = r"scaffold|fixed|random_seed\d+|scaffold_balanced_seed\d+"
+_SPLIT_RE = r"scaffold|fixed|column|random_seed\d+|scaffold_balanced_seed\d+"
 
 
 def task_splits(w):
