@@ -12,7 +12,7 @@ from torch import nn
 
 from ..data.encode import Encoded
 from .linear import ProbeResult
-from .metrics import compute_metric, is_better
+from .metrics import is_better, mean_metric, task_metrics
 
 
 class Head(nn.Module):
@@ -34,6 +34,8 @@ class Targets:
 
 
 def _targets(y: np.ndarray, train: np.ndarray, task: str, metric: str) -> Targets:
+    if y.ndim == 2:  # several label columns [n, T], NaN = missing (masked in _loss)
+        return _multi_targets(y, train, task, metric)
     if task == "regression":
         mu, sd = float(y[train].mean()), float(y[train].std() or 1.0)
         return Targets(torch.tensor((y - mu) / sd, dtype=torch.float32), 1, lambda o: o[:, 0] * sd + mu)
@@ -44,7 +46,29 @@ def _targets(y: np.ndarray, train: np.ndarray, task: str, metric: str) -> Target
     return Targets(torch.tensor(y, dtype=torch.long), classes, lambda o: o.argmax(-1))
 
 
+def _multi_targets(y: np.ndarray, train: np.ndarray, task: str, metric: str) -> Targets:
+    if task == "multiclass":
+        raise ValueError("a multiclass task takes one label column; several are supported for regression and binary tasks")
+    if task == "regression":
+        mu = np.nanmean(y[train], axis=0)                           # [T]
+        sd = np.nanstd(y[train], axis=0)
+        sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+        mu = np.where(np.isfinite(mu), mu, 0.0)
+        mu_t, sd_t = torch.tensor(mu, dtype=torch.float32), torch.tensor(sd, dtype=torch.float32)
+        return Targets(torch.tensor((y - mu) / sd, dtype=torch.float32), y.shape[1],
+                       lambda o: o * sd_t.to(o.device) + mu_t.to(o.device))
+    return Targets(torch.tensor(y, dtype=torch.float32), y.shape[1],
+                   torch.sigmoid if metric == "roc_auc" else (lambda o: (o > 0).long()))
+
+
 def _loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    if y.dim() == 2:  # several tasks: the loss over the present labels only
+        present = ~torch.isnan(y)                                   # [B, T]
+        if not present.any():
+            return out.sum() * 0.0
+        if task == "regression":
+            return nn.functional.mse_loss(out[present], y[present])
+        return nn.functional.binary_cross_entropy_with_logits(out[present], y[present])
     if task == "regression":
         return nn.functional.mse_loss(out[:, 0], y)
     if task == "binary":
@@ -85,7 +109,7 @@ def finetune(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, fold: n
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-        v = compute_metric(metric, y[va], _predict(model, data, va, max_len, t, 2 * bs, device))
+        v = mean_metric(metric, y[va], _predict(model, data, va, max_len, t, 2 * bs, device))
         log(f"epoch {epoch + 1}: valid {metric} {v:.4f}")
         if best is None or is_better(metric, v, best):
             best, best_state, best_epoch, bad = v, copy.deepcopy(model.state_dict()), epoch + 1, 0
@@ -94,6 +118,15 @@ def finetune(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, fold: n
             if bad >= int(cfg.get("patience", 10)):
                 break
     model.load_state_dict(best_state)
-    test = compute_metric(metric, y[te], _predict(model, data, te, max_len, t, 2 * bs, device))
+    pred_te = _predict(model, data, te, max_len, t, 2 * bs, device)
+    test = mean_metric(metric, y[te], pred_te)
     return ProbeResult(test=test, valid=best, hyper={"best_epoch": best_epoch, **cfg},
-                       n={"train": len(tr), "valid": len(va), "test": len(te)})
+                       n={"train": len(tr), "valid": len(va), "test": len(te)}, tasks=_task_scores(metric, y[te], pred_te))
+
+
+def _task_scores(metric: str, y_te: np.ndarray, pred_te: np.ndarray) -> list[dict] | None:
+    """Several label columns: each task's test metric (``skipped`` where it is undefined)."""
+    if y_te.ndim == 1:
+        return None
+    return [{"test": v} if v is not None else {"skipped": "metric undefined on the labelled test rows"}
+            for v in task_metrics(metric, y_te, pred_te)]

@@ -76,9 +76,10 @@ def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str
 
 
 def _labels_and_folds(processed: Path, split_file: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = _table(processed, ["id", "label"]).set_index("id")
+    from .multitask import read_labels
+
+    y = read_labels(processed, ids)  # [n]; [n, T] with NaN for a multi-task set
     s = pq.read_table(split_file).to_pandas().set_index("id")
-    y = t.loc[ids, "label"].to_numpy()
     fold = s.loc[ids, "fold"].astype(str).to_numpy()
     return y, fold
 
@@ -169,6 +170,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
             "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper, "n": res.n,
+            **_task_values(res, processed_p),
             "settings_hash": config_hash({"evaluate": ev, "domain": cfg["domains"][domain_of(cfg, dataset)]}),
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
             "device": device_used, "host": platform.node(), "python": platform.python_version(), **shared["provenance"],
@@ -178,6 +180,12 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         print(f"{dataset}/{method}/{protocol}/{split}/seed{seed}: {metric} {result['test']:.4f} -> {out}", flush=True)
         results.append(result)
     return results
+
+
+def _task_values(res: Any, processed: Path) -> dict[str, Any]:
+    from .multitask import task_values
+
+    return task_values(res, processed)  # per-task values of a multi-task set, else nothing
 
 
 def _json_default(o: Any) -> Any:
