@@ -535,13 +535,16 @@ MOL_BLOCK = "mol block"   # the SDF reader's column holding each record's molecu
 
 
 def _mol_block_smiles(block: str) -> str | None:
-    """SMILES of a mol block read *without* sanitization (a valence problem is left for the
-    SMILES check of prepare, which drops the row with RDKit's reason); ``None`` when RDKit
-    cannot read the block at all."""
+    """SMILES of a mol block (stereo from the block kept). A block RDKit reads but cannot
+    sanitize (e.g. a valence problem) gives its unsanitized SMILES, which prepare then drops with
+    RDKit's reason, as it does an invalid SMILES; ``None`` when RDKit cannot read the block at all."""
     from rdkit import Chem, rdBase
 
     _block = rdBase.BlockLogs()  # noqa: F841 - RDKit logging off while this lives
-    mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False, strictParsing=True)
+    mol = Chem.MolFromMolBlock(block)
+    if mol is not None:
+        return Chem.MolToSmiles(mol)
+    mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False)
     if mol is None:
         return None
     try:
