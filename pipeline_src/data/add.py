@@ -132,9 +132,10 @@ def infer_separator(text: str, where: str) -> str:
 
 
 def infer_header(first: list[str], wanted: Sequence[str], where: str) -> bool:
-    """A header when the first record holds the named columns; none when they are all ``colN``."""
+    """A header when the first record holds any of the named columns (prepare then names the
+    missing ones); none when they are all ``colN``."""
     cells = [c.strip() for c in first]
-    if all(w in cells for w in wanted):
+    if any(w in cells for w in wanted):
         return True
     generic = [re.fullmatch(r"col(\d+)", w) for w in wanted]
     if wanted and all(g and 1 <= int(g.group(1)) <= len(cells) for g in generic):
@@ -362,7 +363,10 @@ def add_dataset(req: AddRequest, log: Callable[[str], None] = print) -> dict[str
         raise AddError(str(e)) from None
     if req.name in known:
         raise AddError(f"{registry}: a dataset named {req.name!r} is already there")
-    entry = build_entry(req)
+    try:
+        entry = build_entry(req)
+    except ReadError as e:
+        raise AddError(str(e)) from None
     try:
         validate({"datasets": {req.name: yaml.safe_load(yaml.safe_dump(entry))}}, "datasets.schema.yaml", "the new entry")
     except ConfigError as e:
@@ -379,18 +383,15 @@ def add_dataset(req: AddRequest, log: Callable[[str], None] = print) -> dict[str
         raw = _raw_dir(entry, paths, Path(tmp))
         _preview(entry, raw, log)
         try:
+            if not req.drop_unknown_folds:
+                _check_fold_values(req.name, entry, raw)
             qc = prepare_dataset(req.name, entry, raw, Path(tmp) / "processed")
+        except AddError:
+            raise
         except (PrepareError, ReadError) as e:
             raise AddError(str(e)) from None
         except ValueError as e:
             raise AddError(f"{req.name}: {e}") from None
-    unknown = (qc.get("split") or {}).get("rows_with_unknown_value", 0)
-    if unknown and not req.drop_unknown_folds:
-        first = next(d for d in qc["dropped"] if d["reason"].startswith("fold value"))
-        raise AddError(f"{first['file']}: row {first['source_row']}, column {entry['split']['column']!r}: fold value "
-                       f"{first.get('value')!r} is not one of {sorted(set(_fold_names(entry)))} ({unknown} row(s); values "
-                       f"{list(qc['split']['unknown_values'])}); map them with --fold-values, or pass "
-                       f"--drop-unknown-folds to drop these rows (listed in qc.json)")
     log(f"prepare check: {qc['rows_in']} rows read, {qc['rows_out']} kept, {qc['rows_dropped']} dropped "
         f"{qc['drop_reasons'] or ''}".rstrip())
     if "folds" in qc:
@@ -421,10 +422,29 @@ def add_dataset(req: AddRequest, log: Callable[[str], None] = print) -> dict[str
     return entry
 
 
-def _fold_names(entry: dict) -> list[str]:
-    from .prepare import fold_map
+def _check_fold_values(name: str, entry: dict, raw: Path) -> None:
+    """Every value of the fold column is mapped by ``split.values`` (prepare would drop the other
+    rows; here that is an error unless --drop-unknown-folds)."""
+    from collections import Counter
 
-    return list(fold_map("add", entry["split"]))
+    from .prepare import QC, _data_files, _fold_key, _read_source, fold_map
+
+    split = entry["split"]
+    if split.get("kind") != "column":
+        return
+    col = split["column"]
+    fmap = fold_map(name, split)
+    for f in _data_files(name, entry):
+        df, where, _ = _read_source(name, entry, raw, f, [col], QC(name, entry))
+        raw_vals = df[col].astype(str).str.strip()
+        bad = ~raw_vals.map(lambda v: _fold_key(v) in fmap).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(bad.argmax())
+            values = Counter(raw_vals[bad].tolist())
+            raise AddError(f"{where}: row {int(df['source_row'].iat[i])}, column {col!r}: fold value {raw_vals.iat[i]!r} "
+                           f"is not one of {sorted(fmap)} ({int(bad.sum())} row(s); values {dict(values.most_common(10))}); "
+                           f"map them with --fold-values, or pass --drop-unknown-folds to drop these rows "
+                           f"(listed in qc.json)")
 
 
 def add_arguments(p) -> None:
