@@ -178,3 +178,12 @@ def with_missing(df: pd.DataFrame, columns: dict[str, tuple[int, int]]) -> pd.Da
 
 def npz_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def higgs_features(n_features: int = 8) -> pd.DataFrame:
+    """HIGGS fixture rows (h2o train file): the first ``n_features`` features, the label, the fixed fold."""
+    df = pd.read_csv(MIRROR / "physics/higgs/h2o_higgs_train_10k.csv")
+    out = df[[f"x{j}" for j in range(1, n_features + 1)]].copy()
+    out["signal"] = df["response"].astype(int)
+    out["fold"] = [fold_of(i) for i in range(len(out))]
+    return out
