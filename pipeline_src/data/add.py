@@ -244,6 +244,10 @@ def build_entry(req: AddRequest) -> dict[str, Any]:
                            f"fasta to the sequence)")
         inp = {**({"column": inputs[0]} if inputs else {}), "kind": req.kind}
     # split
+    if req.split == "scaffold" and req.kind != "smiles":
+        raise AddError(f"--split scaffold groups molecules by scaffold: it needs --kind smiles, not {req.kind}")
+    if req.kind == "numeric" and req.split not in ("column", "fixed"):
+        raise AddError("--kind numeric needs --split column or fixed (features are standardized with the train fold)")
     split: dict[str, Any] = {"kind": req.split}
     if req.split in ("scaffold", "random"):
         split["fractions"] = [0.8, 0.1, 0.1]

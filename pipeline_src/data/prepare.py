@@ -466,6 +466,11 @@ def _read_task_parts(name: str, entry: dict, raw_dir: Path, qc: QC, inputs: list
     unjoined id) dropped."""
     task = _check_task(name, entry)
     labels = _label_columns(name, entry)
+    if task == "multiclass" and len(labels) > 1:
+        raise PrepareError(f"dataset {name!r}: a multiclass task takes one label column, got {labels}; several label "
+                           f"columns are supported for regression and binary tasks")
+    if entry.get("fasta") and entry["format"] != "fasta":
+        raise PrepareError(f"dataset {name!r}: the 'fasta' keys are for format 'fasta', not {entry['format']!r}")
     split = entry.get("split") or {}
     kind = split.get("kind")
     fold_col = split.get("column") if kind == "column" else None
