@@ -100,11 +100,12 @@ def parse_fold_values(text: str | None) -> dict[str, Any] | None:
 
 
 def _first_records(text: str, sep: str, n: int = 50) -> list[list[str]]:
+    """The first ``n`` non-blank records of ``text`` (whole lines of its head) split by ``sep``."""
     out: list[list[str]] = []
     if sep == readers.WHITESPACE:
         lines = (ln.split() for ln in text.splitlines())
     else:
-        lines = csv.reader(io.StringIO(text[: 1 << 20], newline=""), delimiter=sep)
+        lines = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     try:
         for rec in lines:
             if rec:
@@ -113,7 +114,16 @@ def _first_records(text: str, sep: str, n: int = 50) -> list[list[str]]:
                 break
     except csv.Error:
         return []
-    return out[:-1] if len(out) > 1 and len(text) > (1 << 20) else out
+    return out
+
+
+def _head_text(path: Path, member: str | None, where: str, limit: int = 1 << 20) -> str:
+    """The first whole lines (up to ``limit`` bytes) of a text source, decoded."""
+    data = sources.read_bytes(path, member)
+    if len(data) > limit:
+        data = data[:limit]
+        data = data[: data.rfind(b"\n") + 1] or data
+    return readers.decode_text(data, where)
 
 
 def infer_separator(text: str, where: str) -> str:
@@ -183,8 +193,7 @@ def _file_entry(path: Path, mirror: Path, member: str | None) -> dict[str, Any]:
 def _text_layout(req: AddRequest, path: Path, f: dict, fmt: str, wanted: list[str]) -> None:
     """Fill ``sep`` / ``header`` / ``column_names`` of a csv / tsv file entry (given or inferred)."""
     where = sources.describe(path, f.get("member"))
-    text = readers.decode_text(sources.read_bytes(path, f.get("member"), max_bytes=sources.MAX_BYTES)[: 4 << 20], where) \
-        if req.sep is None or req.header is None else ""
+    text = _head_text(path, f.get("member"), where) if req.sep is None or req.header is None else ""
     sep = req.sep if req.sep is not None else infer_separator(text, where)
     sep = "\t" if sep in ("tab", "\\t") else sep
     if req.column_names:

@@ -154,3 +154,41 @@ def test_file_outside_the_mirror(setup, tmp_path, capsys):
     args = base_args(other, reg, path, member)
     assert main(args) == 2
     assert "not inside the mirror directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|", "whitespace"])
+def test_separator_and_header_inferred(sep):
+    from pipeline_src.data.add import _first_records, infer_header, infer_separator
+
+    mol = bf.molecules(20)
+    real = " " if sep == "whitespace" else sep
+    text = "\n".join(real.join(r) for r in [["smiles", "p_np"], *mol[["smiles", "p_np"]].astype(str).values.tolist()])
+    assert infer_separator(text, "f") == sep
+    assert infer_header(_first_records(text, sep, 1)[0], ["smiles", "p_np"], "f") is True
+    assert infer_header(_first_records(text, sep, 1)[0], ["col1", "col2"], "f") is False
+
+
+def test_fixed_split_from_one_file_per_fold(tmp_path, capsys):
+    mirror = tmp_path / "mirror"
+    reg = tmp_path / "datasets.yaml"
+    shutil.copy(bf.FIXTURES / "datasets.yaml", reg)
+    seq = bf.sequences()
+    files = []
+    for fold in ("train", "test"):
+        part = seq[seq["fold"] != "test"] if fold == "train" else seq[seq["fold"] == "test"]
+        p, _ = bf.write_source(bf.csv_bytes(part[["seq", "stability"]], sep="|"), f"{fold}.csv", "gz", mirror)
+        files += ["--file", str(p), "--file-fold", fold]
+    args = add("stab2", *files, "--mirror", str(mirror), "--domain", "proteins", "--input-column", "seq",
+               "--kind", "protein", "--labels", "stability", "--task", "regression", "--metric", "spearman",
+               "--split", "fixed", "--valid-fraction", "0.1", "--registry", str(reg))
+    assert main(args) == 0, capsys.readouterr().err
+    assert "folds: {'train': 101, 'valid': 11, 'test': 28}" in capsys.readouterr().out
+    e = load_registry(reg)["stab2"]
+    assert [(f["name"], f["fold"], f["sep"]) for f in e["files"]] == [("train.csv.gz", "train", "|"), ("test.csv.gz", "test", "|")]
+    assert e["split"]["kind"] == "fixed" and e["split"]["valid_fraction"] == 0.1
+    # a file without its fold is refused before anything is written
+    before = reg.read_bytes()
+    last = len(args) - 1 - args[::-1].index("--file-fold")
+    args = [a if a != "stab2" else "stab3" for a in args]
+    assert main(args[:last] + args[last + 2:]) == 2
+    assert "one --file-fold" in capsys.readouterr().err and reg.read_bytes() == before
