@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("dataset", help="manage the dataset registry: 'dataset add NAME --file ...' writes a new entry")
+    dsub = s.add_subparsers(dest="dataset_command", required=True, metavar="SUBCOMMAND")
+    from .data.add import add_arguments as dataset_add_arguments, main_from_args as dataset_add_main
+
+    s = dsub.add_parser("add", help="read a data file, infer its layout, check it as prepare will, and append its "
+                                    "registry entry (or print it with --dry-run)")
+    dataset_add_arguments(s)
+    s.set_defaults(func=dataset_add_main)
+
     from .report.build import add_arguments as report_arguments, main_from_args as report_main
 
     s = sub.add_parser("report", help="results, checkpoints and benchmarks -> reports/all.md (+ tables/, figures/)")
@@ -156,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
+    from .data.add import AddError
     from .data.splits import SplitError
 
     args = build_parser().parse_args(argv)
@@ -166,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SplitError as e:
         print(f"split error: {e}", file=sys.stderr)
+        return 2
+    except AddError as e:
+        print(f"dataset add: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
         from .data.download import DownloadError

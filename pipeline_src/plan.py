@@ -47,7 +47,7 @@ def split_kinds(cfg: dict[str, Any], dataset: str) -> list[str]:
 
 
 def split_names_of_kind(cfg: dict[str, Any], kind: str) -> list[str]:
-    if kind in ("scaffold", "fixed"):
+    if kind in ("scaffold", "fixed", "column"):
         return [kind]
     if kind == "scaffold_cv":
         cv = cfg["scaffold_cv"]

@@ -230,3 +230,80 @@ def read_zip_member(archive: str | Path, info: zipfile.ZipInfo, zf: zipfile.ZipF
                 raise ArchiveError(f"{archive}: member {info.filename!r}: inflates past the cap of {max_bytes} bytes")
             parts.append(chunk)
     return b"".join(parts)
+
+
+def read_tar_member(archive: str | Path, member: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                    max_members: int = DEFAULT_MAX_MEMBERS) -> bytes:
+    """The bytes of the regular-file member ``member`` of a tar (``.tar``, ``.tar.gz``, ``.tgz``).
+
+    Members are scanned in order with the checks of :func:`extract_tar` (safe path, no links or
+    special files, member-count cap); the named member is read with at most ``max_bytes``. A
+    missing member raises :class:`ArchiveError` listing the archive's files.
+    """
+    archive = Path(archive)
+    want = _safe_relpath(archive, member)
+    seen: list[str] = []
+    try:
+        tf = tarfile.open(archive, mode="r:*")
+    except FileNotFoundError:
+        raise ArchiveError(f"{archive}: file not found") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ArchiveError(f"{archive}: not a (compressed) tar file: {e}") from None
+    with tf:
+        try:
+            for count, m in enumerate(tf, start=1):
+                if count > max_members:
+                    raise ArchiveError(f"{archive}: more than the limit of {max_members} members")
+                rel = _safe_relpath(archive, m.name)
+                if rel != want:
+                    if m.isfile():
+                        seen.append(m.name)
+                    continue
+                if m.issym() or m.islnk():
+                    raise ArchiveError(f"{archive}: member {m.name!r}: "
+                                       f"{'symbolic' if m.issym() else 'hard'} link to {m.linkname!r}, refused")
+                if not m.isfile():
+                    raise ArchiveError(f"{archive}: member {m.name!r}: not a regular file, refused")
+                if m.size > max_bytes:
+                    raise ArchiveError(f"{archive}: member {m.name!r}: {m.size} bytes uncompressed, "
+                                       f"more than the cap of {max_bytes} bytes")
+                src = tf.extractfile(m)
+                if src is None:
+                    raise ArchiveError(f"{archive}: member {m.name!r}: cannot be read")
+                with src:
+                    data = src.read(m.size + 1)
+                if len(data) != m.size:
+                    raise ArchiveError(f"{archive}: member {m.name!r}: truncated ({len(data)} of {m.size} bytes)")
+                return data
+        except (tarfile.TarError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ArchiveError(f"{archive}: damaged or truncated tar: {e}") from None
+    raise ArchiveError(f"{archive}: no member {member!r}; the archive holds {seen[:20]}"
+                       + (" ..." if len(seen) > 20 else ""))
+
+
+def list_members(archive: str | Path, max_members: int = DEFAULT_MAX_MEMBERS) -> list[str]:
+    """The regular-file members of a zip or tar archive (names as stored), checked like extraction."""
+    archive = Path(archive)
+    name = archive.name.lower()
+    if name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                return [i.filename for i, _ in _zip_members(archive, zf, max_members, 1 << 62) if not i.is_dir()]
+        except FileNotFoundError:
+            raise ArchiveError(f"{archive}: file not found") from None
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ArchiveError(f"{archive}: not a zip file: {e}") from None
+    out: list[str] = []
+    try:
+        with tarfile.open(archive, mode="r:*") as tf:
+            for count, m in enumerate(tf, start=1):
+                if count > max_members:
+                    raise ArchiveError(f"{archive}: more than the limit of {max_members} members")
+                _safe_relpath(archive, m.name)
+                if m.isfile():
+                    out.append(m.name)
+    except FileNotFoundError:
+        raise ArchiveError(f"{archive}: file not found") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ArchiveError(f"{archive}: not a (compressed) tar file: {e}") from None
+    return out

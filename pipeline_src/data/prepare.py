@@ -22,14 +22,15 @@ import multiprocessing as mp
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import readers
+from . import readers, sources
 from .atomic import commit_stage, new_stage_dir, write_parquet
 from .readers import HIGGS_FEATURES, ReadError
 
@@ -263,10 +264,6 @@ def _file_id(name: str, fname: str, multi: bool, row: int) -> str:
     return f"{name}:{fname}:{row}" if multi else f"{name}:{row}"
 
 
-def _read_task_csv(path: Path, input_col: str, labels: list[str]) -> pd.DataFrame:
-    return readers.read_csv(path, [input_col, *labels])
-
-
 def _labels_from(df: pd.DataFrame, path: Path, labels: list[str], task: str) -> dict[str, np.ndarray]:
     rows = df["source_row"].to_numpy()
     out = {}
@@ -320,58 +317,319 @@ def _canonicalize_parallel(texts: list[str], with_scaffold: bool, threads: int):
 
 
 # --------------------------------------------------------------------------------------------
+# task sources: every table format, folds from the data, several label columns
+
+RESERVED_COLUMNS = ("id", "source_row", "file", "fold", "smiles", "scaffold", "seq", "tokens", "length")
+LABELS_METADATA = b"maskbench.labels"   # table metadata: JSON list of the label columns
+
+
+def _input_column(name: str, entry: dict) -> str:
+    """The input column; SDF defaults to the molecule block, FASTA to the sequence."""
+    col = (entry.get("input") or {}).get("column") or {"sdf": readers.MOL_BLOCK, "fasta": "seq"}.get(entry["format"])
+    if not col:
+        raise PrepareError(f"dataset {name!r}: input.column is required for format {entry['format']!r}")
+    return col
+
+
+def _labels_file(name: str, entry: dict) -> dict | None:
+    """The file entry named by ``fasta.labels_file`` (a table joined to the FASTA records by id)."""
+    lf = (entry.get("fasta") or {}).get("labels_file")
+    if not lf:
+        return None
+    if entry["format"] != "fasta":
+        raise PrepareError(f"dataset {name!r}: fasta.labels_file is for format 'fasta', not {entry['format']!r}")
+    for f in _files(name, entry):
+        if f["name"] == lf:
+            return f
+    raise PrepareError(f"dataset {name!r}: fasta.labels_file {lf!r} is not the name of one of its files "
+                       f"{[f['name'] for f in _files(name, entry)]}")
+
+
+def _data_files(name: str, entry: dict) -> list[dict]:
+    lf = _labels_file(name, entry)
+    files = [f for f in _files(name, entry) if lf is None or f["name"] != lf["name"]]
+    if not files:
+        raise PrepareError(f"dataset {name!r}: no data file besides the labels file")
+    return files
+
+
+def _plain_csv(fmt: str, f: dict) -> bool:
+    """A plain (or .gz) CSV with a header and a one-character separator: read by
+    :func:`readers.read_csv`, as the registry's original CSV datasets always were."""
+    return (fmt == "csv" and not f.get("member") and sources.archive_kind(f["name"]) is None
+            and f.get("header", True) and not f.get("column_names") and len(f.get("sep", ",")) == 1)
+
+
+def _join_labels(name: str, raw_dir: Path, df: pd.DataFrame, lf: dict, fasta: dict,
+                 qc: QC) -> tuple[pd.DataFrame, np.ndarray]:
+    """The FASTA records with the columns of the labels file joined by id; and a mask of the
+    records that have no row there."""
+    lpath = _raw_path(raw_dir, name, lf["name"])
+    lwhere = sources.describe(lpath, lf.get("member"))
+    lfmt = sources.format_of(lf["name"], lf.get("member")) or "csv"
+    if lfmt not in ("csv", "tsv", "parquet"):
+        raise PrepareError(f"dataset {name!r}: fasta.labels_file {lf['name']!r} must be a csv, tsv or parquet table")
+    lab = sources.read_frame(lpath, lfmt, lf)
+    idc = fasta.get("labels_id_column", "id")
+    if idc not in lab.columns:
+        raise ReadError(f"{lwhere}: missing column {idc!r} (fasta.labels_id_column); the file has columns "
+                        f"{[c for c in lab.columns if c != 'source_row'][:20]}")
+    keys = lab[idc].astype(str).str.strip()
+    dup = keys.duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(lab["source_row"].iat[int(np.flatnonzero((keys == keys.iat[i]).to_numpy())[0])])
+        raise ReadError(f"{lwhere}: row {int(lab['source_row'].iat[i])}, column {idc!r}: id {keys.iat[i]!r} "
+                        f"appears again (first at row {first}); each FASTA record joins one row")
+    extra = [c for c in lab.columns if c not in ("source_row", idc)]
+    clash = [c for c in extra if c in df.columns]
+    if clash:
+        raise ReadError(f"{lwhere}: column(s) {clash} clash with the FASTA record's columns {list(df.columns)[1:]}")
+    pos = pd.Index(keys).get_indexer(df["id"].astype(str).str.strip())  # [n] row in lab, -1 if none
+    out = df.copy()
+    for c in extra:
+        vals = lab[c].to_numpy(dtype=object)
+        out[c] = pd.array(np.where(pos >= 0, vals[pos], "").tolist(), dtype="str")
+    used = int(len(set(pos[pos >= 0].tolist())))
+    joined = qc.extra.setdefault("labels_file", {"file": lf["name"], "rows": 0, "records_joined": 0,
+                                                 "records_without_row": 0, "rows_unused": 0})
+    joined["rows"] = int(len(lab))
+    joined["records_joined"] += int((pos >= 0).sum())
+    joined["records_without_row"] += int((pos < 0).sum())
+    joined["rows_unused"] = int(len(lab)) - used
+    return out, pos < 0
+
+
+def _read_source(name: str, entry: dict, raw_dir: Path, f: dict, columns: list[str],
+                 qc: QC) -> tuple[pd.DataFrame, str, np.ndarray | None]:
+    """``source_row`` + the string ``columns`` of one data file, the name messages use for it, and
+    (FASTA with a labels file) the mask of records without a labels row."""
+    fmt = entry["format"]
+    path = _raw_path(raw_dir, name, f["name"])
+    if _plain_csv(fmt, f):
+        return readers.read_csv(path, columns, sep=f.get("sep", ",")), str(path), None
+    if fmt not in sources.TABLE_FORMATS:
+        raise PrepareError(f"dataset {name!r}: format {fmt!r} is not supported for a task "
+                           f"(known: {', '.join(sources.TABLE_FORMATS)})")
+    where = sources.describe(path, f.get("member"))
+    fasta = entry.get("fasta") or {}
+    lf = _labels_file(name, entry)
+    if lf is None:
+        df = sources.read_frame(path, fmt, f, columns, fasta)
+        return df[["source_row", *dict.fromkeys(columns)]], where, None
+    df, unjoined = _join_labels(name, raw_dir, sources.read_frame(path, fmt, f, None, fasta), lf, fasta, qc)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ReadError(f"{where}: missing column(s) {missing}; the records have {list(df.columns)[1:]} "
+                        f"(FASTA columns, label_pattern groups, columns of {lf['name']})")
+    return df[["source_row", *dict.fromkeys([*columns, "id"])]], where, unjoined
+
+
+def _fold_key(x: Any) -> str:
+    """Fold values compare as text, integral numbers in plain form (``1``, ``1.0`` -> ``1``)."""
+    s = str(x).strip()
+    try:
+        v = float(s)
+    except ValueError:
+        return s
+    return str(int(v)) if v.is_integer() and abs(v) < 2**53 else s
+
+
+def fold_map(name: str, split: dict) -> dict[str, str]:
+    """``split.values`` as value -> fold (``train``/``valid``/``test`` map to themselves by default)."""
+    values = split.get("values") or {k: k for k in ("train", "valid", "test")}
+    out: dict[str, str] = {}
+    for fold, v in values.items():
+        for x in (v if isinstance(v, list) else [v]):
+            key = _fold_key(x)
+            if out.get(key, fold) != fold:
+                raise PrepareError(f"dataset {name!r}: split.values: {x!r} is given for both {out[key]!r} and {fold!r}")
+            out[key] = fold
+    return out
+
+
+@dataclass
+class _Part:
+    """The rows of one data file of a task."""
+    fname: str
+    where: str
+    rows: np.ndarray               # [n] source rows
+    frame: pd.DataFrame            # the input (and feature) columns as strings
+    labels: dict[str, np.ndarray]  # label column -> [n] float64, NaN = missing
+    fold: np.ndarray | None        # [n] object: train / valid / test (None: split computed later)
+    keep: np.ndarray               # [n] bool; False = dropped and listed in qc
+
+
+def _read_task_parts(name: str, entry: dict, raw_dir: Path, qc: QC, inputs: list[str]) -> list[_Part]:
+    """Read every data file of a task: labels parsed, folds taken from the fold column (rows with
+    an unknown value dropped), the valid flag applied, rows without any label (or with an
+    unjoined id) dropped."""
+    task = _check_task(name, entry)
+    labels = _label_columns(name, entry)
+    if task == "multiclass" and len(labels) > 1:
+        raise PrepareError(f"dataset {name!r}: a multiclass task takes one label column, got {labels}; several label "
+                           f"columns are supported for regression and binary tasks")
+    if entry.get("fasta") and entry["format"] != "fasta":
+        raise PrepareError(f"dataset {name!r}: the 'fasta' keys are for format 'fasta', not {entry['format']!r}")
+    split = entry.get("split") or {}
+    kind = split.get("kind")
+    fold_col = split.get("column") if kind == "column" else None
+    if kind == "column" and not fold_col:
+        raise PrepareError(f"dataset {name!r}: split kind 'column' needs split.column (the fold column)")
+    if split.get("column") and kind != "column":
+        raise PrepareError(f"dataset {name!r}: split.column is for split kind 'column', not {kind!r}")
+    valid_col = split.get("valid_column")
+    if split.get("valid_fraction") and (valid_col or "valid" in (split.get("values") or {})):
+        raise PrepareError(f"dataset {name!r}: split.valid_fraction carves valid rows from train; it cannot be combined "
+                           f"with split.valid_column or split.values.valid (choose one)")
+    fmap = fold_map(name, split) if fold_col else {}
+    unknown: Counter[str] = Counter()
+    parts: list[_Part] = []
+    for f in _data_files(name, entry):
+        fname = f["name"]
+        need = [*inputs, *labels, *([fold_col] if fold_col else []), *([valid_col] if valid_col else [])]
+        df, where, unjoined = _read_source(name, entry, raw_dir, f, need, qc)
+        qc.file_rows(fname, len(df))
+        rows = df["source_row"].to_numpy()
+        labs = _labels_from(df, where, labels, task)
+        keep = np.ones(len(df), dtype=bool)
+        if unjoined is not None:
+            lf = _labels_file(name, entry)["name"]
+            for i in np.flatnonzero(unjoined):
+                qc.drop(fname, rows[i], f"id {df['id'].iat[i]!r} has no row in {lf}", None,
+                        category="no row in the labels file")
+            keep &= ~unjoined
+        fold = None
+        if fold_col:
+            raw = df[fold_col].astype(str).str.strip().tolist()
+            fold = np.array([fmap.get(_fold_key(v)) for v in raw], dtype=object)
+            known = np.array([v is not None for v in fold], dtype=bool)
+            for i in np.flatnonzero(keep & ~known):
+                unknown[raw[i]] += 1
+                qc.drop(fname, rows[i], f"fold value {raw[i]!r} in column {fold_col!r} is not one of split.values",
+                        raw[i], category="unknown fold value")
+            keep &= known
+        elif f.get("fold"):
+            fold = np.full(len(df), f["fold"], dtype=object)
+        elif kind == "fixed":
+            raise PrepareError(f"dataset {name!r}, file {fname!r}: 'fold' must be train, valid or test for split "
+                               f"kind 'fixed', got {f.get('fold')!r}")
+        if valid_col:
+            if fold is None:
+                raise PrepareError(f"dataset {name!r}: split.valid_column needs folds (split kind 'column', "
+                                   f"or a 'fold' on every file)")
+            flag = readers.bool_column(df[valid_col], rows, where, valid_col)
+            fold[flag & (fold == "train")] = "valid"
+        parts.append(_Part(fname, where, rows, df[list(dict.fromkeys(inputs))], labs, fold, keep))
+    if len({p.fold is None for p in parts}) > 1:
+        raise PrepareError(f"dataset {name!r}: some files have a 'fold' and others not")
+    if fold_col:
+        qc.extra["split"] = {"kind": "column", "column": fold_col, "values": dict(sorted(fmap.items())),
+                             "rows_with_unknown_value": int(sum(unknown.values())),
+                             "unknown_values": dict(unknown.most_common(20))}
+    return parts
+
+
+def _drop_missing_labels(p: _Part, labels: list[str], qc: QC, value: Callable[[int], str]) -> None:
+    """Drop the rows without a label (one label column) or without any label (several: the missing
+    ones are masked out of losses and metrics downstream)."""
+    if len(labels) == 1:
+        miss, reason = np.isnan(p.labels[labels[0]]), f"missing label {labels[0]!r}"
+    else:
+        miss = np.all(np.stack([np.isnan(p.labels[c]) for c in labels]), axis=0)
+        reason = f"every label missing ({len(labels)} columns)"
+    for i in np.flatnonzero(p.keep & miss):
+        qc.drop(p.fname, p.rows[i], reason, value(i), category="missing label")
+    p.keep &= ~miss
+
+
+def _finish_folds(name: str, entry: dict, ids: list[str], fold: np.ndarray | None, qc: QC) -> np.ndarray | None:
+    """Carve ``split.valid_fraction`` from train (seeded by the row ids) and check every fold has rows."""
+    if fold is None:
+        return None
+    split = entry.get("split") or {}
+    vf = split.get("valid_fraction")
+    if vf:
+        n_valid = int((fold == "valid").sum())
+        if n_valid:
+            raise PrepareError(f"dataset {name!r}: split.valid_fraction carves valid rows from train, but "
+                               f"{n_valid} rows already are in valid (a file with fold: valid?)")
+        seed = int(split.get("seed", VALID_SEED))
+        pool = np.flatnonzero(fold == "train")
+        sel = stable_fraction([ids[i] for i in pool], float(vf), seed)
+        fold[pool[sel]] = "valid"
+        qc.extra["valid"] = {"fraction": float(vf), "seed": seed, "of": "train rows"}
+    counts = {k: int((fold == k).sum()) for k in ("train", "valid", "test")}
+    empty = [k for k, n in counts.items() if n == 0]
+    if empty:
+        hint = (" (valid rows come from split.values.valid, split.valid_column or split.valid_fraction)"
+                if "valid" in empty else "")
+        where = f"column {split['column']!r} maps to {fold_map(name, split)}; " if split.get("kind") == "column" else ""
+        raise PrepareError(f"dataset {name!r}: no rows in fold(s) {empty} after prepare ({where}folds {counts}){hint}")
+    qc.extra["folds"] = counts
+    return fold
+
+
+def _check_label_names(name: str, names: list[str], taken: list[str]) -> None:
+    clash = sorted(set(names) & set(taken))
+    if clash:
+        raise PrepareError(f"dataset {name!r}: label column(s) {clash} would collide with the table's own columns; "
+                           f"rename them in the source")
+
+
+def _with_labels(table: pa.Table, names: list[str]) -> pa.Table:
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), LABELS_METADATA: json.dumps(names).encode()})
+
+
+def _concat(parts: list[dict]) -> dict[str, Any]:
+    return {k: [x for p in parts for x in p[k]] if isinstance(parts[0][k], list) else np.concatenate([p[k] for p in parts])
+            for k in parts[0]}
+
+
+# --------------------------------------------------------------------------------------------
 # chemistry tasks
 
 def _prepare_molecule_task(name: str, entry: dict, raw_dir: Path, stage: Path, threads: int, qc: QC) -> int:
     task = _check_task(name, entry)
     labels = _label_columns(name, entry)
-    col = entry["input"]["column"]
-    files = _files(name, entry)
-    multi_file = len(files) > 1
-    multi_label = len(labels) > 1
+    col = _input_column(name, entry)
     names = _label_names(labels)
-    parts = []
-    for f in files:
-        fname = f["name"]
-        if entry["format"] != "csv":
-            raise PrepareError(f"dataset {name!r}: format {entry['format']!r} is not supported for a SMILES task")
-        path = _raw_path(raw_dir, name, fname)
-        df = _read_task_csv(path, col, labels)
-        qc.file_rows(fname, len(df))
-        labs = _labels_from(df, path, labels, task)
-        texts = [s.strip() for s in df[col].tolist()]
-        rows = df["source_row"].to_numpy()
-        keep = np.ones(len(df), dtype=bool)
-        if not multi_label:
-            miss = np.isnan(labs[labels[0]])
-            for i in np.flatnonzero(miss):
-                qc.drop(fname, rows[i], f"missing label {labels[0]!r}", texts[i], category="missing label")
-            keep &= ~miss
+    _check_label_names(name, names if len(labels) > 1 else [], list(RESERVED_COLUMNS))
+    parts = _read_task_parts(name, entry, raw_dir, qc, [col])
+    multi_file = len(parts) > 1
+    out = []
+    for p in parts:
+        texts = [s.strip() for s in p.frame[col].tolist()]
+        _drop_missing_labels(p, labels, qc, lambda i: texts[i])
         canon, scaff, reason = _canonicalize_parallel(texts, True, threads)
-        for i in np.flatnonzero(keep):
+        for i in np.flatnonzero(p.keep):
             if canon[i] is None:
-                qc.drop(fname, rows[i], reason[i], texts[i], category="invalid SMILES")
-                keep[i] = False
-        idx = np.flatnonzero(keep)
-        parts.append({
-            "id": [_file_id(name, fname, multi_file, int(rows[i])) for i in idx],
-            "source_row": rows[idx].astype(np.int64),
+                qc.drop(p.fname, p.rows[i], reason[i], texts[i], category="invalid SMILES")
+                p.keep[i] = False
+        idx = np.flatnonzero(p.keep)
+        out.append({
+            "id": [_file_id(name, p.fname, multi_file, int(p.rows[i])) for i in idx],
+            "source_row": p.rows[idx].astype(np.int64),
+            **({"fold": p.fold[idx].tolist()} if p.fold is not None else {}),
             "smiles": [canon[i] for i in idx],
             "scaffold": [scaff[i] for i in idx],
-            **{n: labs[c][idx] for n, c in zip(names, labels)},
+            **{n: p.labels[c][idx] for n, c in zip(names, labels)},
         })
-    cols = {k: [x for p in parts for x in p[k]] if isinstance(parts[0][k], list) else np.concatenate([p[k] for p in parts])
-            for k in parts[0]}
+    cols = _concat(out)
+    fold = _finish_folds(name, entry, cols["id"], np.asarray(cols["fold"], dtype=object) if "fold" in cols else None, qc)
+    if fold is not None:
+        cols["fold"] = fold.tolist()
     toks, lengths = tokens_array(cols["smiles"])
-    ltype = _label_type(task, multi_label)
+    ltype = _label_type(task, len(labels) > 1)
     for n in names:
         if ltype == pa.int64():
             cols[n] = cols[n].astype(np.int64)
     cols["tokens"], cols["length"] = toks, lengths
-    schema = pa.schema([("id", pa.string()), ("source_row", pa.int64()), ("smiles", pa.string()),
+    schema = pa.schema([("id", pa.string()), ("source_row", pa.int64()),
+                        *([("fold", pa.string())] if fold is not None else []), ("smiles", pa.string()),
                         ("scaffold", pa.string()), *[(n, ltype) for n in names],
                         ("tokens", TOKENS_TYPE), ("length", pa.int32())])
-    table = _table(cols, schema)
+    table = _with_labels(_table(cols, schema), names)
     write_parquet(table, stage / "table.parquet")
     qc.lengths(lengths)
     qc.extra["labels"] = {n: label_stats(cols[n], task) for n in names}
@@ -385,63 +643,103 @@ def _prepare_molecule_task(name: str, entry: dict, raw_dir: Path, stage: Path, t
 def _prepare_protein_task(name: str, entry: dict, raw_dir: Path, stage: Path, qc: QC) -> int:
     task = _check_task(name, entry)
     labels = _label_columns(name, entry)
-    col = entry["input"]["column"]
+    col = _input_column(name, entry)
     names = _label_names(labels)
-    multi_label = len(labels) > 1
-    files = _files(name, entry)
-    ids, srows, fnames, folds, seqs = [], [], [], [], []
-    labcols: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for f in files:
-        fname = f["name"]
-        fold = f.get("fold")
-        if fold not in ("train", "valid", "test"):
-            raise PrepareError(f"dataset {name!r}, file {fname!r}: 'fold' must be train, valid or test, got {fold!r}")
-        if entry["format"] != "csv":
-            raise PrepareError(f"dataset {name!r}: format {entry['format']!r} is not supported for a protein task")
-        path = _raw_path(raw_dir, name, fname)
-        df = _read_task_csv(path, col, labels)
-        qc.file_rows(fname, len(df))
-        labs = _labels_from(df, path, labels, task)
-        rows = df["source_row"].to_numpy()
-        texts = [s.strip().upper() for s in df[col].tolist()]
-        keep = np.ones(len(df), dtype=bool)
-        for i, s in enumerate(texts):
-            if not s:
-                qc.drop(fname, rows[i], "empty sequence", s, category="empty sequence")
-                keep[i] = False
-            elif not multi_label and np.isnan(labs[labels[0]][i]):
-                qc.drop(fname, rows[i], f"missing label {labels[0]!r}", s[:50], category="missing label")
-                keep[i] = False
-        idx = np.flatnonzero(keep)
-        stem = Path(fname).name
-        ids += [f"{name}:{stem}:{int(rows[i])}" for i in idx]
-        srows.append(rows[idx])
-        fnames += [fname] * len(idx)
-        folds += [fold] * len(idx)
-        seqs += [texts[i] for i in idx]
-        for n, c in zip(names, labels):
-            labcols[n].append(labs[c][idx])
-    ltype = _label_type(task, multi_label)
-    cols: dict[str, Any] = {"id": ids, "source_row": np.concatenate(srows).astype(np.int64), "file": fnames,
-                            "fold": folds, "seq": seqs}
+    _check_label_names(name, names if len(labels) > 1 else [], list(RESERVED_COLUMNS))
+    parts = _read_task_parts(name, entry, raw_dir, qc, [col])
+    out = []
+    for p in parts:
+        texts = [s.strip().upper() for s in p.frame[col].tolist()]
+        for i in np.flatnonzero(p.keep):
+            if not texts[i]:
+                qc.drop(p.fname, p.rows[i], "empty sequence", texts[i], category="empty sequence")
+                p.keep[i] = False
+        _drop_missing_labels(p, labels, qc, lambda i: texts[i][:50])
+        idx = np.flatnonzero(p.keep)
+        stem = Path(p.fname).name
+        out.append({
+            "id": [f"{name}:{stem}:{int(p.rows[i])}" for i in idx],
+            "source_row": p.rows[idx].astype(np.int64),
+            "file": [p.fname] * len(idx),
+            **({"fold": p.fold[idx].tolist()} if p.fold is not None else {}),
+            "seq": [texts[i] for i in idx],
+            **{n: p.labels[c][idx] for n, c in zip(names, labels)},
+        })
+    cols = _concat(out)
+    fold = _finish_folds(name, entry, cols["id"], np.asarray(cols["fold"], dtype=object) if "fold" in cols else None, qc)
+    if fold is not None:
+        cols["fold"] = fold.tolist()
+    ltype = _label_type(task, len(labels) > 1)
     for n in names:
-        v = np.concatenate(labcols[n])
-        cols[n] = v.astype(np.int64) if ltype == pa.int64() else v
-    cols["tokens"], cols["length"] = tokens_array(seqs)
+        if ltype == pa.int64():
+            cols[n] = cols[n].astype(np.int64)
+    cols["tokens"], cols["length"] = tokens_array(cols["seq"])
     schema = pa.schema([("id", pa.string()), ("source_row", pa.int64()), ("file", pa.string()),
-                        ("fold", pa.string()), ("seq", pa.string()), *[(n, ltype) for n in names],
-                        ("tokens", TOKENS_TYPE), ("length", pa.int32())])
-    table = _table(cols, schema)
+                        *([("fold", pa.string())] if fold is not None else []), ("seq", pa.string()),
+                        *[(n, ltype) for n in names], ("tokens", TOKENS_TYPE), ("length", pa.int32())])
+    table = _with_labels(_table(cols, schema), names)
     write_parquet(table, stage / "table.parquet")
     qc.lengths(cols["length"])
-    fold_arr = np.asarray(folds)
-    qc.extra["folds"] = {k: int((fold_arr == k).sum()) for k in ("train", "valid", "test")}
     qc.extra["labels"] = {n: label_stats(cols[n], task) for n in names}
-    if task == "multiclass":
+    if task == "multiclass" and fold is not None:
         y = cols[names[0]]
-        train_classes = set(y[fold_arr == "train"].tolist())
+        train_classes = set(y[fold == "train"].tolist())
         qc.extra["classes_not_in_train"] = {
-            k: int(len(set(y[fold_arr == k].tolist()) - train_classes)) for k in ("valid", "test")}
+            k: int(len(set(y[fold == k].tolist()) - train_classes)) for k in ("valid", "test")}
+    return table.num_rows
+
+
+# --------------------------------------------------------------------------------------------
+# numeric tasks (feature columns of a csv / tsv / parquet table; one token per feature)
+
+def _prepare_numeric_task(name: str, entry: dict, raw_dir: Path, stage: Path, qc: QC) -> int:
+    task = _check_task(name, entry)
+    labels = _label_columns(name, entry)
+    names = _label_names(labels)
+    feats = list((entry.get("input") or {}).get("columns") or [])
+    if not feats:
+        raise PrepareError(f"dataset {name!r}: a numeric task needs input.columns (its feature columns)")
+    _check_label_names(name, [*names, *feats], ["id", "source_row", "file", "fold"])
+    _check_label_names(name, names, feats)
+    parts = _read_task_parts(name, entry, raw_dir, qc, feats)
+    if parts[0].fold is None:
+        raise PrepareError(f"dataset {name!r}: a numeric task needs its folds when it is prepared (split kind "
+                           f"'column', or a 'fold' on every file): features are standardized with train-fold statistics")
+    multi_file = len(parts) > 1
+    out = []
+    for p in parts:
+        values = np.stack([readers.numeric_column(p.frame[c], p.rows, p.where, c) for c in feats], axis=1)  # [n, F]
+        empty = np.isnan(values)
+        for i in np.flatnonzero(p.keep & empty.any(axis=1)):
+            c = feats[int(np.flatnonzero(empty[i])[0])]
+            qc.drop(p.fname, p.rows[i], f"empty value in feature column {c!r}", None, category="missing feature value")
+        p.keep &= ~empty.any(axis=1)
+        _drop_missing_labels(p, labels, qc, lambda i: "")
+        idx = np.flatnonzero(p.keep)
+        out.append({"id": [_file_id(name, p.fname, multi_file, int(p.rows[i])) for i in idx],
+                    "source_row": p.rows[idx].astype(np.int64), "file": [p.fname] * len(idx),
+                    "fold": p.fold[idx].tolist(), "values": values[idx].astype(np.float32),
+                    **{n: p.labels[c][idx] for n, c in zip(names, labels)}})
+    cols = _concat(out)
+    fold = _finish_folds(name, entry, cols["id"], np.asarray(cols["fold"], dtype=object), qc)
+    cols["fold"] = fold.tolist()
+    values = cols.pop("values")
+    ltype = _label_type(task, len(labels) > 1)
+    for n in names:
+        if ltype == pa.int64():
+            cols[n] = cols[n].astype(np.int64)
+    for j, c in enumerate(feats):
+        cols[c] = values[:, j]
+    schema = pa.schema([("id", pa.string()), ("source_row", pa.int64()), ("file", pa.string()), ("fold", pa.string()),
+                        *[(n, ltype) for n in names], *[(c, pa.float32()) for c in feats]])
+    table = _with_labels(_table(cols, schema), names)
+    write_parquet(table, stage / "table.parquet")
+    train = values[fold == "train"].astype(np.float64)
+    stats = {"features": feats, "fold": "train", "rows": int(len(train)),
+             "mean": {c: float(train[:, j].mean()) for j, c in enumerate(feats)},
+             "std": {c: float(train[:, j].std()) for j, c in enumerate(feats)}}
+    (stage / "standardize.json").write_text(json.dumps(stats, indent=2) + "\n")
+    qc.extra["labels"] = {n: label_stats(cols[n], task) for n in names}
     return table.num_rows
 
 
@@ -723,6 +1021,9 @@ def prepare_dataset(name: str, entry: dict, raw_dir: Path, out_dir: Path, thread
         discrete = True
         if fmt == "higgs":
             n = _prepare_higgs(name, entry, raw_dir, stage, qc)
+            discrete = False
+        elif kind == "numeric" and role == "task":
+            n = _prepare_numeric_task(name, entry, raw_dir, stage, qc)
             discrete = False
         elif kind == "smiles" and role == "task":
             n = _prepare_molecule_task(name, entry, raw_dir, stage, threads, qc)

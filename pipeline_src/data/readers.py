@@ -20,7 +20,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -404,3 +404,299 @@ def read_parquet(path: str | Path, columns: Sequence[str] | None = None):
         return pq.read_table(path, columns=None if columns is None else list(columns))
     except (pa.ArrowException, OSError, ValueError) as e:
         raise ReadError(f"{path}: cannot read the Parquet data: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Task sources in any layout (registry formats csv / tsv / parquet / sdf / fasta). These readers
+# take the bytes of one source (a plain file, a gunzipped file or an archive member, see
+# :mod:`pipeline_src.data.sources`) and ``where``, the name used in messages. They return every
+# cell as a string (``""`` = empty / missing) plus ``source_row``: the 0-based data record.
+
+WHITESPACE = "whitespace"   # ``sep`` value: fields separated by runs of spaces / tabs, no quoting
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """UTF-8 text (a BOM is dropped); UTF-16/32 and 8-bit encodings are refused by name."""
+    head = data[:4]
+    if head in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+        raise ReadError(f"{where}: the file is UTF-32 text; only UTF-8 (with or without BOM) is read")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) >= 2 and (head[0] == 0) != (head[1] == 0)):
+        raise ReadError(f"{where}: the file looks like UTF-16 text; only UTF-8 (with or without BOM) is read")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ReadError(f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start} cannot be "
+                        f"decoded; latin-1 or another 8-bit encoding?); convert the file to UTF-8") from None
+
+
+def _records(text: str, sep: str, where: str) -> Iterable[tuple[int, list[str]]]:
+    """(line number, fields) of every record; blank lines give ``[]``."""
+    if sep == WHITESPACE:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            yield lineno, line.split()
+        return
+    if len(sep) != 1:
+        raise ReadError(f"{where}: separator must be one character or {WHITESPACE!r}, got {sep!r}")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        for rec in reader:
+            yield reader.line_num, rec
+    except csv.Error as e:
+        raise ReadError(f"{where}: line {reader.line_num}: cannot parse as {sep!r}-separated text: {e}") from None
+
+
+def read_delimited(data: bytes, where: str, sep: str = ",", header: bool = True,
+                   names: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A delimited text table: ``source_row`` plus the ``columns`` (all when ``None``) as strings.
+
+    ``header``: the first record names the columns; otherwise ``names`` does, or ``col1, col2, ...``.
+    Every non-blank record must have as many fields as there are columns (a truncated or
+    misaligned record is refused naming its row and line); blank records are skipped but counted
+    in ``source_row``.
+    """
+    text = decode_text(data, where)
+    recs = _records(text, sep, where)
+    head: list[str] | None = None
+    if header:
+        for _, rec in recs:
+            if rec:
+                head = [c.strip() for c in rec]
+                break
+        if head is None:
+            raise ReadError(f"{where}: empty file (no header line)")
+        if names:
+            raise ReadError(f"{where}: 'column_names' is for files without a header (header: false)")
+    rows: list[list[str]] = []
+    srows: list[int] = []
+    for row, (lineno, rec) in enumerate(recs):
+        if not rec:
+            continue
+        if head is None:
+            head = list(names) if names else [f"col{i + 1}" for i in range(len(rec))]
+        if len(rec) != len(head):
+            raise ReadError(f"{where}: row {row} (line {lineno}): {len(rec)} field(s), expected {len(head)} "
+                            f"(one per column {head[:8]}{' ...' if len(head) > 8 else ''}); a truncated or misaligned record")
+        rows.append(rec)
+        srows.append(row)
+    if head is None:
+        head = list(names) if names else []
+    dups = sorted({c for c in head if head.count(c) > 1})
+    if dups:
+        raise ReadError(f"{where}: column name(s) {dups} appear more than once in the header")
+    want = list(head) if columns is None else list(dict.fromkeys(columns))
+    missing = [c for c in want if c not in head]
+    if missing:
+        raise ReadError(f"{where}: missing column(s) {missing}; the file has columns {head[:20]}"
+                        + (" ..." if len(head) > 20 else ""))
+    pos = [head.index(c) for c in want]
+    out = {"source_row": np.asarray(srows, dtype=np.int64)}
+    for c, j in zip(want, pos):
+        out[c] = pd.array([r[j] for r in rows], dtype="str")
+    return pd.DataFrame(out)
+
+
+def read_parquet_frame(data: bytes, where: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A Parquet table as ``source_row`` plus string columns: numbers as their shortest exact
+    decimal form, booleans as ``true`` / ``false``, nulls and NaN as ``""``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ReadError(f"{where}: not a readable Parquet file: {e}") from None
+    names = table.schema.names
+    want = list(names) if columns is None else list(dict.fromkeys(columns))
+    missing = [c for c in want if c not in names]
+    if missing:
+        raise ReadError(f"{where}: missing column(s) {missing}; the file has columns {names[:20]}"
+                        + (" ..." if len(names) > 20 else ""))
+    out = {"source_row": np.arange(table.num_rows, dtype=np.int64)}
+    for c in want:
+        col = table.column(c)
+        t = col.type
+        if pa.types.is_floating(t):
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, t), col)
+        if pa.types.is_dictionary(t):
+            col = col.cast(t.value_type)
+            t = t.value_type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+                or pa.types.is_decimal(t)):
+            raise ReadError(f"{where}: column {c!r} has type {t}; only text, number and boolean columns are read")
+        s = pc.fill_null(col.cast(pa.string()), "")
+        out[c] = pd.array(s.to_pylist(), dtype="str")
+    return pd.DataFrame(out)
+
+
+MOL_BLOCK = "mol block"   # the SDF reader's column holding each record's molecule as SMILES
+
+
+def _mol_block_smiles(block: str) -> str | None:
+    """SMILES of a mol block (stereo from the block kept). A block RDKit reads but cannot
+    sanitize (e.g. a valence problem) gives its unsanitized SMILES, which prepare then drops with
+    RDKit's reason, as it does an invalid SMILES; ``None`` when RDKit cannot read the block at all."""
+    from rdkit import Chem, rdBase
+
+    _block = rdBase.BlockLogs()  # noqa: F841 - RDKit logging off while this lives
+    mol = Chem.MolFromMolBlock(block)
+    if mol is not None:
+        return Chem.MolToSmiles(mol)
+    mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False)
+    if mol is None:
+        return None
+    try:
+        mol.UpdatePropertyCache(strict=False)
+        return Chem.MolToSmiles(mol)
+    except Exception:  # noqa: BLE001 - any RDKit failure means: not usable
+        return None
+
+
+_SDF_FIELD = re.compile(r"^>.*?<([^>]*)>")
+
+
+def read_sdf(data: bytes, where: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """An SD file: ``source_row`` (record index), ``mol block`` (the molecule as SMILES), the
+    title line as ``_Name``, and the data items (properties) as string columns (``""`` where a
+    record lacks one).
+
+    A record without an ``M  END`` line (truncated) or whose molecule block RDKit cannot read
+    raises :class:`ReadError` naming the file, the record and its line.
+    """
+    text = decode_text(data, where)
+    lines = text.splitlines()
+    records: list[tuple[int, list[str]]] = []
+    start = 0
+    for i, line in enumerate(lines):
+        if line.strip() == "$$$$":
+            records.append((start + 1, lines[start:i]))
+            start = i + 1
+    if any(ln.strip() for ln in lines[start:]):
+        records.append((start + 1, lines[start:]))
+    props: list[dict[str, str]] = []
+    smiles: list[str] = []
+    names: list[str] = []
+    keys: dict[str, None] = {}
+    for row, (first, rec) in enumerate(records):
+        end = next((k for k, ln in enumerate(rec) if ln.startswith("M  END")), None)
+        if end is None:
+            raise ReadError(f"{where}: row {row} (record {row + 1}, line {first}), column {MOL_BLOCK!r}: "
+                            f"no 'M  END' line: a truncated or malformed record")
+        block = "\n".join(rec[:end + 1]) + "\n"
+        smi = _mol_block_smiles(block)
+        if smi is None:
+            raise ReadError(f"{where}: row {row} (record {row + 1}, line {first}), column {MOL_BLOCK!r}: "
+                            f"RDKit cannot read the molecule block (bad counts line, atom or bond line?)")
+        d: dict[str, str] = {}
+        k = end + 1
+        while k < len(rec):
+            m = _SDF_FIELD.match(rec[k])
+            k += 1
+            if not m:
+                continue
+            vals = []
+            while k < len(rec) and rec[k].strip() != "":
+                vals.append(rec[k])
+                k += 1
+            key = m.group(1)
+            if key in d:
+                raise ReadError(f"{where}: row {row} (record {row + 1}, line {first + k - 1}): "
+                                f"data item {key!r} appears twice in the record")
+            d[key] = "\n".join(vals)
+            keys.setdefault(key, None)
+        props.append(d)
+        smiles.append(smi)
+        names.append(rec[0].strip() if rec else "")
+    all_cols = [MOL_BLOCK, "_Name", *[k for k in keys if k not in (MOL_BLOCK, "_Name")]]
+    want = all_cols if columns is None else list(dict.fromkeys(columns))
+    missing = [c for c in want if c not in all_cols]
+    if missing:
+        raise ReadError(f"{where}: missing column(s) {missing}: no record has such a data item; the file has "
+                        f"{all_cols[:20]}" + (" ..." if len(all_cols) > 20 else ""))
+    out: dict[str, Any] = {"source_row": np.arange(len(records), dtype=np.int64)}
+    for c in want:
+        if c == MOL_BLOCK:
+            out[c] = pd.array(smiles, dtype="str")
+        elif c == "_Name":
+            out[c] = pd.array(names, dtype="str")
+        else:
+            out[c] = pd.array([p.get(c, "") for p in props], dtype="str")
+    return pd.DataFrame(out)
+
+
+def read_fasta_frame(data: bytes, where: str, id_pattern: str | None = None,
+                     label_pattern: str | None = None) -> pd.DataFrame:
+    """A FASTA file: ``source_row`` (record index), ``id``, ``header``, ``seq``, and one column per
+    named group of ``label_pattern`` (a regular expression searched in each header; a header it
+    does not match raises :class:`ReadError` naming the record).
+
+    ``id``: the first group of ``id_pattern`` (searched in the header) when given, else the
+    UniProt accession of ``sp|ACC|NAME`` / ``tr|ACC|NAME`` headers, else the header's first word.
+    """
+    try:
+        df = read_fasta(io.BytesIO(data), where)
+    except UnicodeDecodeError as e:
+        raise ReadError(f"{where}: not UTF-8 text: {e}") from None
+    headers = df["header"].tolist()
+    ids = df["accession"].tolist()
+    out: dict[str, Any] = {"source_row": df["source_row"].to_numpy(), "id": None, "header": df["header"],
+                           "seq": df["seq"]}
+    if id_pattern:
+        rx = _compile(id_pattern, where, "id_pattern")
+        if rx.groups < 1:
+            raise ReadError(f"{where}: id_pattern {id_pattern!r} needs a group: the id is its first group")
+        ids = []
+        for row, h in enumerate(headers):
+            m = rx.search(h)
+            if not m or m.group(1) is None:
+                raise ReadError(f"{where}: row {row} (record {row + 1}), column 'header': "
+                                f"id_pattern {id_pattern!r} does not match {h[:120]!r}")
+            ids.append(m.group(1))
+    out["id"] = pd.array(ids, dtype="str")
+    if label_pattern:
+        rx = _compile(label_pattern, where, "label_pattern")
+        groups = list(rx.groupindex)
+        if not groups:
+            raise ReadError(f"{where}: label_pattern {label_pattern!r} has no named group "
+                            f"(write (?P<name>...) for each label or fold column)")
+        clash = [g for g in groups if g in out]
+        if clash:
+            raise ReadError(f"{where}: label_pattern group name(s) {clash} clash with the columns id, header, seq")
+        vals: dict[str, list[str]] = {g: [] for g in groups}
+        for row, h in enumerate(headers):
+            m = rx.search(h)
+            if not m:
+                raise ReadError(f"{where}: row {row} (record {row + 1}), column 'header': "
+                                f"label_pattern {label_pattern!r} does not match {h[:120]!r}")
+            for g in groups:
+                vals[g].append(m.group(g) or "")
+        for g in groups:
+            out[g] = pd.array(vals[g], dtype="str")
+    return pd.DataFrame(out)
+
+
+def _compile(pattern: str, where: str, key: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ReadError(f"{where}: {key} {pattern!r} is not a valid regular expression: {e}") from None
+
+
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0", ""}
+
+
+def bool_column(values: pd.Series, source_rows: np.ndarray, where: str, column: str) -> np.ndarray:
+    """A true/false flag column (``true/false``, ``yes/no``, ``1/0``; empty = false) -> bool array;
+    another value raises :class:`ReadError` naming the file, row and column."""
+    s = pd.Series(values, copy=False).astype(str).str.strip().str.lower()
+    t = s.isin(_TRUE).to_numpy()
+    f = s.isin(_FALSE).to_numpy()
+    bad = ~(t | f)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ReadError(f"{where}: row {int(source_rows[i])}, column {column!r}: not a true/false flag: "
+                        f"{values.iat[i]!r} ({int(bad.sum())} such cell(s))")
+    return t

@@ -20,6 +20,9 @@
   whole scaffold groups, in an order shuffled by ``default_rng([0x5CAF, r, k])``, go to valid until it
   holds ``valid_fraction`` of all molecules (default 0.1); the rest is train.
 * ``fixed``: the table's ``fold`` column (TAPE, HIGGS).
+* ``column``: the same ``fold`` column, which prepare derived from a fold column of the source
+  (registry ``split: {kind: column, ...}``: values mapped to train / valid / test, a valid flag or
+  a seeded ``valid_fraction`` applied, rows with an unknown value dropped). Deterministic.
 
 Split files: ``splits/<name>.parquet`` with columns ``id`` and ``fold`` (train | valid | test), in
 table order; names from :func:`split_name`.
@@ -39,8 +42,9 @@ import pyarrow as pa
 from .atomic import write_parquet_atomic
 from .encode import table_files
 
-SPLIT_KINDS = ("scaffold", "scaffold_balanced", "scaffold_cv", "random", "fixed")
+SPLIT_KINDS = ("scaffold", "scaffold_balanced", "scaffold_cv", "random", "fixed", "column")
 SCAFFOLD_KINDS = ("scaffold", "scaffold_balanced", "scaffold_cv")
+DETERMINISTIC = ("scaffold", "fixed", "column")   # one split, no seed
 FOLDS = ("train", "valid", "test")
 SPLIT_SCHEMA = pa.schema([("id", pa.string()), ("fold", pa.string())])
 
@@ -62,8 +66,8 @@ _CV_NAME = re.compile(r"^scaffold_cv_r(\d+)_f(\d+)$")
 
 
 def split_name(kind: str, seed: int | None = None, fold: int | None = None) -> str:
-    """``scaffold``, ``fixed``, ``scaffold_balanced_seed<k>``, ``random_seed<k>``, ``scaffold_cv_r<r>_f<k>``."""
-    if kind in ("scaffold", "fixed"):
+    """``scaffold``, ``fixed``, ``column``, ``scaffold_balanced_seed<k>``, ``random_seed<k>``, ``scaffold_cv_r<r>_f<k>``."""
+    if kind in DETERMINISTIC:
         return kind
     if kind in ("scaffold_balanced", "random"):
         if seed is None:
@@ -90,7 +94,7 @@ def parse_split_name(name: str) -> SplitSpec:
     except SplitError:
         ok = False
     if not ok:
-        raise SplitError(f"{name!r} is not a split name (scaffold, fixed, scaffold_balanced_seed<k>, random_seed<k>, "
+        raise SplitError(f"{name!r} is not a split name (scaffold, fixed, column, scaffold_balanced_seed<k>, random_seed<k>, "
                          "scaffold_cv_r<r>_f<k>)")
     return SplitSpec(kind, int(seed))
 
@@ -241,9 +245,10 @@ def make_split(table: pd.DataFrame, kind: str, seed: int, fractions=(0.8, 0.1, 0
         fold = np.asarray(FOLDS, dtype=object)[idx]
     elif kind == "random":
         fold = np.asarray(FOLDS, dtype=object)[random_split_indices(len(table), seed, fractions)]
-    elif kind == "fixed":
+    elif kind in ("fixed", "column"):
         if "fold" not in table.columns:
-            raise SplitError("split 'fixed' needs a 'fold' column in the table")
+            raise SplitError(f"split {kind!r} needs a 'fold' column in the table: the registry entry's split must be "
+                             f"kind 'column' (folds from a column of the data) or 'fixed' (a fold per file)")
         fold = table["fold"].astype(str).to_numpy(dtype=object)
         bad = sorted(set(fold.tolist()) - set(FOLDS))
         if bad:
@@ -265,10 +270,13 @@ def write_split(processed_dir: str | Path, kind: str, seed: int, out_path: str |
                 fractions: Sequence[float] = (0.8, 0.1, 0.1), *, fold: int | None = None, cv_folds: int = 5,
                 valid_fraction: float = 0.1) -> Path:
     """Compute the split of a prepared dataset and write ``out_path`` (``id``, ``fold``) atomically."""
-    cols = ["id"] + (["scaffold"] if kind in SCAFFOLD_KINDS else []) + (["fold"] if kind == "fixed" else [])
+    cols = ["id"] + (["scaffold"] if kind in SCAFFOLD_KINDS else []) + (["fold"] if kind in ("fixed", "column") else [])
     try:
         table = read_table(processed_dir, cols)
     except (KeyError, pa.ArrowInvalid) as e:
+        if kind in ("fixed", "column"):
+            raise SplitError(f"{processed_dir}: split {kind!r} needs a 'fold' column in the table: the registry entry's "
+                             f"split must be kind 'column' (folds from a column of the data) or 'fixed' (a fold per file)") from None
         raise SplitError(f"{processed_dir}: cannot read columns {cols} for split {kind!r}: {e}") from None
     split = make_split(table, kind, seed, tuple(fractions), fold=fold, cv_folds=cv_folds, valid_fraction=valid_fraction)
     out = pa.Table.from_arrays([pa.array(split["id"].tolist(), pa.string()), pa.array(split["fold"].tolist(), pa.string())],

@@ -44,6 +44,10 @@ def aa_composition(seqs: pd.Series) -> np.ndarray:
 
 
 def _fit_select(make: Callable[[dict], object], grid: list[dict], X, y, fold, task, metric) -> ProbeResult:
+    if y.ndim == 2:  # several label columns: one model per task on its labelled rows
+        from .multitask import per_task
+
+        return per_task(lambda rows, yt: _fit_select(make, grid, X[rows], yt, fold[rows], task, metric), y, fold, task, metric)
     tr, va, te = (fold == f for f in ("train", "valid", "test"))
 
     def pred(m, Xs):
@@ -79,7 +83,8 @@ def rf_morgan(X: np.ndarray, y, fold, task, metric, seed: int, threads: int = 1)
 
 
 def numeric_table(table: pd.DataFrame) -> np.ndarray:
-    feats = [c for c in table.columns if pd.api.types.is_float_dtype(table[c]) and c != "label"]
+    # the features are the float32 columns (labels are int64, or float64 for regression / several columns)
+    feats = [c for c in table.columns if table[c].dtype == np.float32]
     return table[feats].to_numpy(np.float32)
 
 

@@ -24,7 +24,7 @@ from ..data.encode import Encoded
 from ..train.devices import autocast
 from ..train.loop import warmup_cosine
 from .linear import ProbeResult
-from .metrics import compute_metric, is_better
+from .metrics import is_better, mean_metric, task_metrics
 
 SCHEDULES = ("constant", "cosine", "linear")
 Curve = list[dict[str, float]]  # [{epoch, train_loss, valid}] per epoch run
@@ -61,6 +61,8 @@ def make_targets(y: np.ndarray, fold: np.ndarray, task: str, metric: str) -> Tar
     """Loss targets and the output decoder. Regression targets are standardized with the train
     rows' mean and std and decoded back to label units; classes count the train and valid labels."""
     train = fold == "train"
+    if y.ndim == 2:  # several label columns [n, T], NaN = missing (masked in task_loss)
+        return _multi_targets(y, train, task, metric)
     if task == "regression":
         mu, sd = float(y[train].mean()), float(y[train].std() or 1.0)
         return Targets(torch.tensor((y - mu) / sd, dtype=torch.float32), 1, lambda o: o[:, 0] * sd + mu)
@@ -74,8 +76,30 @@ def make_targets(y: np.ndarray, fold: np.ndarray, task: str, metric: str) -> Tar
     return Targets(torch.tensor(y, dtype=torch.long), classes, lambda o: o.argmax(-1))
 
 
+def _multi_targets(y: np.ndarray, train: np.ndarray, task: str, metric: str) -> Targets:
+    if task == "multiclass":
+        raise ValueError("a multiclass task takes one label column; several are supported for regression and binary tasks")
+    if task == "regression":
+        mu = np.nanmean(y[train], axis=0)                           # [T]
+        sd = np.nanstd(y[train], axis=0)
+        sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+        mu = np.where(np.isfinite(mu), mu, 0.0)
+        mu_t, sd_t = torch.tensor(mu, dtype=torch.float32), torch.tensor(sd, dtype=torch.float32)
+        return Targets(torch.tensor((y - mu) / sd, dtype=torch.float32), y.shape[1],
+                       lambda o: o * sd_t.to(o.device) + mu_t.to(o.device))
+    return Targets(torch.tensor(y, dtype=torch.float32), y.shape[1],
+                   torch.sigmoid if metric == "roc_auc" else (lambda o: (o > 0).long()))
+
+
 def task_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """out: [B, out_dim] logits (float32); y: [B] targets."""
+    if y.dim() == 2:  # several tasks: the loss over the present labels only
+        present = ~torch.isnan(y)                                   # [B, T]
+        if not present.any():
+            return out.sum() * 0.0
+        if task == "regression":
+            return nn.functional.mse_loss(out[present], y[present])
+        return nn.functional.binary_cross_entropy_with_logits(out[present], y[present])
     if task == "regression":
         return nn.functional.mse_loss(out[:, 0], y)
     if task == "binary":
@@ -156,7 +180,7 @@ def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t:
         if not math.isfinite(train_loss):
             log(f"lr {lr:g} epoch {epoch}: train loss {train_loss}; this learning rate stops here")
             break
-        v = compute_metric(metric, y[va], predict(model, data, va, max_len, t, 2 * bs, device))
+        v = mean_metric(metric, y[va], predict(model, data, va, max_len, t, 2 * bs, device))
         curve.append({"epoch": epoch, "train_loss": train_loss, "valid": v})
         log(f"lr {lr:g} epoch {epoch}: train loss {train_loss:.4f}, valid {metric} {v:.4f}")
         if best is None or is_better(metric, v, best):
@@ -200,9 +224,19 @@ def finetune(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, fold: n
     lr, v, epoch, state, curve, model = chosen
     model.load_state_dict(state)
     model.eval()
-    test = compute_metric(metric, y[te], predict(model, data, te, max_len, t, 2 * int(cfg["batch_size"]), dev))
+    pred_te = predict(model, data, te, max_len, t, 2 * int(cfg["batch_size"]), dev)
+    test = mean_metric(metric, y[te], pred_te)
     hyper = {**{k: val for k, val in cfg.items() if k != "lrs"}, "lr": lr, "best_epoch": epoch}
     if len(lrs) > 1:
         hyper["lrs"] = lrs
     return FinetuneResult(test=test, valid=v, hyper=hyper, n={"train": len(tr), "valid": len(va), "test": len(te)},
-                          curve=curve, chosen={"lr": lr, "epoch": epoch}, grid=grid, model=model)
+                          curve=curve, chosen={"lr": lr, "epoch": epoch}, grid=grid, model=model,
+                          tasks=_task_scores(metric, y[te], pred_te))
+
+
+def _task_scores(metric: str, y_te: np.ndarray, pred_te: np.ndarray) -> list[dict] | None:
+    """Several label columns: each task's test metric (``skipped`` where it is undefined)."""
+    if y_te.ndim == 1:
+        return None
+    return [{"test": v} if v is not None else {"skipped": "metric undefined on the labelled test rows"}
+            for v in task_metrics(metric, y_te, pred_te)]

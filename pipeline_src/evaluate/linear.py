@@ -25,6 +25,7 @@ class ProbeResult:
     valid: float
     hyper: dict
     n: dict
+    tasks: list[dict] | None = None   # several label columns: per-task values (multitask.per_task)
 
 
 def _predict(model, X: np.ndarray, task: str, metric: str) -> np.ndarray:
@@ -36,7 +37,12 @@ def _predict(model, X: np.ndarray, task: str, metric: str) -> np.ndarray:
 
 
 def linear_probe(X: np.ndarray, y: np.ndarray, fold: np.ndarray, task: str, metric: str, seed: int = 0) -> ProbeResult:
-    """X: [n, D] features; y: [n] labels; fold: [n] in {'train', 'valid', 'test'}."""
+    """X: [n, D] features; y: [n] labels, or [n, T] with NaN for missing labels (one probe per
+    task on its labelled rows, see multitask.per_task); fold: [n] in {'train', 'valid', 'test'}."""
+    if y.ndim == 2:
+        from .multitask import per_task
+
+        return per_task(lambda rows, yt: linear_probe(X[rows], yt, fold[rows], task, metric, seed), y, fold, task, metric)
     tr, va, te = (fold == "train"), (fold == "valid"), (fold == "test")
     if not tr.any() or not va.any() or not te.any():
         raise ValueError(f"a split needs train, valid and test rows; got {int(tr.sum())}/{int(va.sum())}/{int(te.sum())}")

@@ -26,6 +26,31 @@ def compute_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     raise ValueError(f"unknown metric {name!r} (known: {', '.join(HIGHER_IS_BETTER)})")
 
 
+def task_metrics(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> list[float | None]:
+    """Per column of ``[n, T]`` labels (NaN = missing, masked out): the metric on the labelled
+    rows, ``None`` where it is undefined (no labels; one class only for ROC-AUC)."""
+    out: list[float | None] = []
+    for t in range(y_true.shape[1]):
+        lab = ~np.isnan(y_true[:, t])
+        yt = y_true[lab, t]
+        if not lab.any() or (name == "roc_auc" and len(np.unique(yt)) < 2):
+            out.append(None)
+            continue
+        out.append(compute_metric(name, yt if name in ("rmse", "spearman") else yt.astype(np.int64), y_pred[lab, t]))
+    return out
+
+
+def mean_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """:func:`compute_metric` for one label column; for ``[n, T]`` labels the mean over the tasks
+    where the metric is defined (as MoleculeNet averages its multi-task sets)."""
+    if np.ndim(y_true) == 1:
+        return compute_metric(name, y_true, y_pred)
+    vals = [v for v in task_metrics(name, y_true, y_pred) if v is not None]
+    if not vals:
+        raise ValueError(f"{name} is undefined on every task of the evaluated fold")
+    return float(np.mean(vals))
+
+
 def is_better(metric: str, a: float, b: float) -> bool:
     """Is score ``a`` better than ``b``?"""
     return a > b if HIGHER_IS_BETTER[metric] else a < b

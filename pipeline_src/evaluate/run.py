@@ -58,7 +58,7 @@ def subsample_train(fold: np.ndarray, y: np.ndarray, keys: np.ndarray, max_train
     train = np.flatnonzero(fold == "train")
     if max_train_rows is None or len(train) <= max_train_rows:
         return fold
-    if stratify:
+    if stratify and y.ndim == 1:  # a multi-task set ([n, T] labels) is subsampled by hash alone
         classes, counts = np.unique(y[train], return_counts=True)
         exact = counts * max_train_rows / len(train)
         quota = np.maximum(np.floor(exact).astype(int), 1)
@@ -77,7 +77,7 @@ def subsample_train(fold: np.ndarray, y: np.ndarray, keys: np.ndarray, max_train
 def check_class_counts(dataset: str, split: str, fold: np.ndarray, y: np.ndarray, metric: str, minimum: int = 10) -> None:
     """ROC-AUC needs at least ``minimum`` examples of each class in valid and test (the config's
     ``evaluate.min_class_examples``; fewer make the metric noise)."""
-    if metric != "roc_auc":
+    if metric != "roc_auc" or y.ndim != 1:  # multi-task: each task's fold is checked when it is scored
         return
     for part in ("valid", "test"):
         yy = y[fold == part]
@@ -91,7 +91,7 @@ def check_class_counts(dataset: str, split: str, fold: np.ndarray, y: np.ndarray
 def fold_sizes(fold: np.ndarray, y: np.ndarray, task: str) -> dict[str, int]:
     """Rows per fold (and positives per fold for binary tasks), as the report shows them."""
     n = {k: int((fold == k).sum()) for k in ("train", "valid", "test")}
-    if task == "binary":
+    if task == "binary" and y.ndim == 1:
         n.update({f"{k}_pos": int((y[fold == k] == 1).sum()) for k in ("train", "valid", "test")})
     return n
 
@@ -128,8 +128,10 @@ def plan_folds(processed: Path, splits: list[str], dataset: str, task: str, metr
                max_train_rows: int | None, min_class_examples: int = 10) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The table's ids and labels, and per split the fold of every row after the training part is
     subsampled; checks each split's class counts first (before any work)."""
-    t = _table(processed, ["id", "label"])
-    ids, y = t["id"].astype(str).to_numpy(), t["label"].to_numpy()
+    from .multitask import read_labels
+
+    ids = _table(processed, ["id"])["id"].astype(str).to_numpy()
+    y = read_labels(processed, ids)  # [n]; [n, T] with NaN for a multi-task set
     keys = _row_keys(ids)
     folds = {}
     for split in splits:
@@ -272,7 +274,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
             "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper,
-            "n": {**res.n, **fold_sizes(fold, y_rows, task)}, **extra,
+            "n": {**res.n, **fold_sizes(fold, y_rows, task)}, **extra, **_task_values(res, processed_p),
             "settings_hash": settings,
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
             "device": device_used, "host": platform.node(), "python": platform.python_version(), **own["provenance"],
@@ -282,6 +284,12 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
         print(f"{dataset}/{method}/{protocol}/{split}/seed{seed}: {metric} {result['test']:.4f} -> {out}", flush=True)
         results.append(result)
     return results
+
+
+def _task_values(res: Any, processed: Path) -> dict[str, Any]:
+    from .multitask import task_values
+
+    return task_values(res, processed)  # per-task values of a multi-task set, else nothing
 
 
 def _json_default(o: Any) -> Any:
