@@ -164,20 +164,6 @@ def mark_best(table: Table, best: dict[tuple[str, str], set[str]] | None = None)
                 c.bold = True
 
 
-def mark_best_mean(table: Table) -> None:
-    """Bold the best mean of our rows per column (direction from the metric); ties all bold."""
-    for ds in table.datasets:
-        metric = table.metrics.get(ds)
-        vals = [r.cells[ds].mean for r in table.rows if r.source == "ours" and r.cells[ds].mean is not None]
-        if not vals or metric not in HIGHER_IS_BETTER:
-            continue
-        best = max(vals) if HIGHER_IS_BETTER[metric] else min(vals)
-        for r in table.rows:
-            c = r.cells[ds]
-            if r.source == "ours" and c.mean is not None and c.mean == best:
-                c.bold = True
-
-
 def our_rows(src: CellSource, datasets: list[str], split_kind: str, pairs: list[tuple[str, str]],
              notes: dict[str, str]) -> list[Row]:
     from .stats import display_name  # stats imports this module's labels

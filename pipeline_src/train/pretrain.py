@@ -110,7 +110,7 @@ def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str,
     # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only, less the
     # held-out slice of the diagnostic (the same rows for every method and seed)
     full = load_corpus(processed_dir, fold="train")
-    dcfg = cfg["pretrain_diagnostic"]
+    dcfg = {"heldout_samples": 1000, "mask_ratio": 0.3, "batch_size": 256, **cfg.get("pretrain_diagnostic", {})}
     held_idx, rest_idx = heldout_indices(len(full), int(dcfg["heldout_samples"]))
     heldout = full.subset(held_idx)
     data = subsample(full.subset(rest_idx), dom.get("corpus_subsample"), seed)

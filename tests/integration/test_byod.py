@@ -31,6 +31,7 @@ data:
   mirrors: ["tests/fixtures/mirror", "byod/mirror"]
 methods_run: [none, random]
 seeds: [0]
+pretrain_seeds: [0]
 evaluate: {protocols: [linear], baselines: false}
 domains:
   chemistry:

@@ -212,14 +212,15 @@ def esol_job(tmp_path_factory) -> dict:
                                     "warmup_frac": 0.1, "schedule": "cosine"}}
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    model = write_model(root / "model.pt", "random", load_encoded(processed).spec(MODEL["max_len"]), MODEL,
-                        {"mask_ratio": 0.3})
-    return {"root": root, "config": config, "processed": processed, "model": model}
+    spec = load_encoded(processed).spec(MODEL["max_len"])
+    models = [write_model(root / "ckpt" / f"seed{k}" / "model.pt", "random", spec, MODEL, {"mask_ratio": 0.3}, seed=k)
+              for k in (0, 1)]  # one checkpoint per pretraining seed: each run uses its seed's
+    return {"root": root, "config": config, "processed": processed, "model": models}
 
 
 def _cli(job: dict, outs: list[Path]) -> list[str]:
     return ["evaluate", "--config", str(job["config"]), "--dataset", "esol", "--method", "random",
-            "--protocol", "finetune", "--processed", str(job["processed"]), "--model", str(job["model"]),
+            "--protocol", "finetune", "--processed", str(job["processed"]), "--model", *map(str, job["model"]),
             "--device", "cpu", "--threads", "1", "--out", *map(str, outs)]
 
 

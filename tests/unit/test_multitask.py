@@ -11,7 +11,7 @@ from pipeline_src.data import prepare as prep
 from pipeline_src.data.batch import InputSpec
 from pipeline_src.data.encode import load_encoded
 from pipeline_src.evaluate import finetune as ft
-from pipeline_src.evaluate.baselines import rf_morgan
+from pipeline_src.evaluate.baselines import morgan_table, rf_morgan
 from pipeline_src.evaluate.linear import linear_probe
 from pipeline_src.evaluate.metrics import mean_metric, task_metrics
 from pipeline_src.evaluate.multitask import label_columns, read_labels, task_values
@@ -64,7 +64,7 @@ def test_metrics_mask_missing_labels():
 def test_finetune_loss_ignores_missing_labels_and_reports_each_task():
     out = torch.tensor([[0.3, -1.0], [2.0, 0.5]], requires_grad=True)
     y = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
-    loss = ft._loss(out, y, "binary")
+    loss = ft.task_loss(out, y, "binary")
     want = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([0.3, 2.0, 0.5]), torch.tensor([1.0, 0.0, 1.0]))
     assert loss.item() == pytest.approx(want.item())
     loss.backward()
@@ -109,7 +109,7 @@ def test_classical_baseline_and_result_values_on_a_prepared_multi_task_set(tmp_p
 
     table = pq.read_table(out / "table.parquet").to_pandas()
     fold = table["fold"].to_numpy()
-    res = rf_morgan(table, y, fold, "binary", "roc_auc", seed=0)
+    res = rf_morgan(morgan_table(table), y, fold, "binary", "roc_auc", seed=0)
     assert [d.get("skipped") for d in res.tasks] == [None, None, None]
     assert res.test == pytest.approx(np.mean([d["test"] for d in res.tasks]))
     assert res.tasks[1]["n"]["test"] == int((~np.isnan(y[:, 1]) & (fold == "test")).sum())

@@ -25,7 +25,7 @@ def test_parse_result_path_and_log_path():
     assert k.cell == ("bbbp", "sma", "linear", "scaffold_balanced")
     assert k.log_path() == "data/logs/evaluate/bbbp/sma/linear.log"  # one linear job per (dataset, method)
     f = parse_result_path("data/results/bbbp/sma/finetune/scaffold/seed2.json")
-    assert f.log_path() == "data/logs/evaluate/bbbp/sma/finetune/scaffold/seed2.log"
+    assert f.log_path() == "data/logs/evaluate/bbbp/sma/finetune.log"  # one finetune job per (dataset, method)
     with pytest.raises(ValueError):
         parse_result_path("data/results/bbbp/sma/linear/scaffold/result.json")
 

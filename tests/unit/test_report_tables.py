@@ -43,13 +43,18 @@ def results(tmp_path: Path) -> Path:
     return r
 
 
-def test_bold_is_direction_aware_and_only_ours(tmp_path: Path, results: Path):
+def test_bold_marks_only_the_significantly_best_of_ours(tmp_path: Path, results: Path):
+    """Bold comes from the statistics ((dataset, protocol) -> significantly best methods), never
+    from the best mean alone, and never on reported rows."""
     src = _source(tmp_path, None)
     t = build_table("mn", "t", ["bbbp", "esol"], METRICS, "scaffold", src, ["random", "sma"], {}, REF)
+    assert not any(c.bold for r in t.rows for c in r.cells.values())   # no statistics: no bold
+    best = {("bbbp", "linear"): {"sma"}, ("esol", "linear"): {"random"}}
+    t = build_table("mn", "t", ["bbbp", "esol"], METRICS, "scaffold", src, ["random", "sma"], {}, REF, best=best)
     ours = {(r.method, r.protocol): r for r in t.rows if r.source == "ours"}
-    assert ours[("sma", "linear")].cells["bbbp"].bold                  # ROC-AUC: higher wins
+    assert ours[("sma", "linear")].cells["bbbp"].bold
     assert not ours[("random", "linear")].cells["bbbp"].bold
-    assert ours[("random", "linear")].cells["esol"].bold               # RMSE: lower wins
+    assert ours[("random", "linear")].cells["esol"].bold
     assert not ours[("sma", "linear")].cells["esol"].bold
     assert not any(c.bold for r in t.rows if r.source == "reported" for c in r.cells.values())
     md = to_markdown(t)

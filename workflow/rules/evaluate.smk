@@ -19,10 +19,10 @@ def task_checkpoints(ds):
 
 def _outs(ds, protocol):
     """A job's results: every split and seed of the protocol, for the job's {method}."""
-    return [k.path().replace(f"/{_M}/", "/{method}/") for k in _plan.results_of(config, ds, _M, protocol)]
+    return [f"data/results/{ds}/{{method}}/{protocol}/{k.split}/seed{k.seed}.json"
+            for k in _plan.results_of(config, ds, "any", protocol)]
 
 
-_M = "__method__"
 EVAL_TARGETS = [k.path() for k in _plan.planned_results(config, REGISTRY)]
 _METHODS_RE = "|".join(config["methods"])
 
