@@ -61,6 +61,15 @@ def _copy_capped(src: BinaryIO, dst: BinaryIO, archive: Path, name: str, budget:
     return n
 
 
+def _open_tar(archive: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, mode="r:*")
+    except FileNotFoundError:
+        raise ArchiveError(f"{archive}: file not found") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ArchiveError(f"{archive}: not a (compressed) tar file: {e}") from None
+
+
 def _stage_for(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = target.parent / f".{target.name}.extract-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -149,12 +158,7 @@ def extract_tar(archive: str | Path, target: str | Path, *, max_bytes: int = DEF
     modes are not taken from the archive (plain 0644 files), nor owners or times.
     """
     archive, target = Path(archive), Path(target)
-    try:
-        tf = tarfile.open(archive, mode="r:*")
-    except FileNotFoundError:
-        raise ArchiveError(f"{archive}: file not found") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ArchiveError(f"{archive}: not a (compressed) tar file: {e}") from None
+    tf = _open_tar(archive)
     written: list[Path] = []
     with tf:
         stage = _stage_for(target)
@@ -243,12 +247,7 @@ def read_tar_member(archive: str | Path, member: str, max_bytes: int = DEFAULT_M
     archive = Path(archive)
     want = _safe_relpath(archive, member)
     seen: list[str] = []
-    try:
-        tf = tarfile.open(archive, mode="r:*")
-    except FileNotFoundError:
-        raise ArchiveError(f"{archive}: file not found") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ArchiveError(f"{archive}: not a (compressed) tar file: {e}") from None
+    tf = _open_tar(archive)
     with tf:
         try:
             for count, m in enumerate(tf, start=1):

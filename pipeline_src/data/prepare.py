@@ -586,16 +586,21 @@ def _concat(parts: list[dict]) -> dict[str, Any]:
             for k in parts[0]}
 
 
-# --------------------------------------------------------------------------------------------
-# chemistry tasks
-
-def _prepare_molecule_task(name: str, entry: dict, raw_dir: Path, stage: Path, threads: int, qc: QC) -> int:
+def _task_inputs(name: str, entry: dict, raw_dir: Path, qc: QC):
+    """A text task's task kind, label columns, input column, label names and raw parts, checked."""
     task = _check_task(name, entry)
     labels = _label_columns(name, entry)
     col = _input_column(name, entry)
     names = _label_names(labels)
     _check_label_names(name, names if len(labels) > 1 else [], list(RESERVED_COLUMNS))
-    parts = _read_task_parts(name, entry, raw_dir, qc, [col])
+    return task, labels, col, names, _read_task_parts(name, entry, raw_dir, qc, [col])
+
+
+# --------------------------------------------------------------------------------------------
+# chemistry tasks
+
+def _prepare_molecule_task(name: str, entry: dict, raw_dir: Path, stage: Path, threads: int, qc: QC) -> int:
+    task, labels, col, names, parts = _task_inputs(name, entry, raw_dir, qc)
     multi_file = len(parts) > 1
     out = []
     for p in parts:
@@ -641,12 +646,7 @@ def _prepare_molecule_task(name: str, entry: dict, raw_dir: Path, stage: Path, t
 # protein tasks
 
 def _prepare_protein_task(name: str, entry: dict, raw_dir: Path, stage: Path, qc: QC) -> int:
-    task = _check_task(name, entry)
-    labels = _label_columns(name, entry)
-    col = _input_column(name, entry)
-    names = _label_names(labels)
-    _check_label_names(name, names if len(labels) > 1 else [], list(RESERVED_COLUMNS))
-    parts = _read_task_parts(name, entry, raw_dir, qc, [col])
+    task, labels, col, names, parts = _task_inputs(name, entry, raw_dir, qc)
     out = []
     for p in parts:
         texts = [s.strip().upper() for s in p.frame[col].tolist()]
