@@ -124,11 +124,6 @@ def pretrain_config(cfg: dict[str, Any], domain: str, method: str) -> dict[str, 
     return deep_merge(d["pretrain"], d.get("pretrain_by_method", {}).get(method, {}))
 
 
-def finetune_config(cfg: dict[str, Any], domain: str) -> dict[str, Any]:
-    """``evaluate.finetune`` with ``domains.<domain>.finetune`` merged over it."""
-    return deep_merge(cfg["evaluate"]["finetune"], cfg["domains"][domain].get("finetune", {}))
-
-
 def pretrain_settings(cfg: dict[str, Any], corpus: str, method: str) -> dict[str, Any]:
     """Everything a pretraining job's result depends on (its rerun trigger)."""
     domain = domain_of(cfg, corpus)

@@ -216,7 +216,7 @@ def evaluation_part(device: torch.device, keep: dict[str, Any], work: Path, log)
     from pipeline_src.evaluate.features import extract_features
     from pipeline_src.evaluate.finetune import finetune
     from pipeline_src.evaluate.linear import linear_probe
-    from pipeline_src.evaluate.run import _labels_and_folds
+    from pipeline_src.evaluate.run import plan_folds
 
     if "encoder" not in keep:
         return [{"what": "finetune / linear", "status": "FAILED: no chemistry encoder (the random run failed)"}]
@@ -224,7 +224,9 @@ def evaluation_part(device: torch.device, keep: dict[str, Any], work: Path, log)
     task, metric = entry["task"], entry["metric"]
     processed = prepare_task(work, EVAL_TASK)
     data = load_encoded(processed)
-    y, fold = _labels_and_folds(processed, processed / "splits" / "scaffold.parquet", data.ids)
+    ids, y, folds = plan_folds(processed, ["scaffold"], EVAL_TASK, task, metric, max_train_rows=None, min_class_examples=1)
+    assert list(ids) == [str(i) for i in data.ids], "the encoded inputs and the table list different ids"
+    fold = folds["scaffold"]
     max_len, dim = int(keep["model_cfg"]["max_len"]), int(keep["model_cfg"]["dim"])
     rows = []
     parts = {
