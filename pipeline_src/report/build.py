@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -113,18 +114,19 @@ def read_expected(path: str | Path) -> list[str]:
 METRIC_UNITS = {"esol": "log mol/L", "freesolv": "kcal/mol", "lipo": "log D"}
 
 
-def _primary_kinds(results: pd.DataFrame) -> dict[str, str]:
-    """dataset -> the split kind with the most evaluation units (the one its findings use)."""
+def _primary_kinds(results: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(dataset, protocol) -> the split kind with the most evaluation units (the one its findings use)."""
     if results.empty:
         return {}
-    n = results.groupby(["dataset", "split_kind"])["unit"].nunique().reset_index()
-    n = n.sort_values(["dataset", "unit", "split_kind"], ascending=[True, False, True], kind="stable")
-    return dict(n.drop_duplicates("dataset")[["dataset", "split_kind"]].itertuples(index=False, name=None))
+    n = results.groupby(["dataset", "protocol", "split_kind"])["unit"].nunique().reset_index()
+    n = n.sort_values(["dataset", "protocol", "unit", "split_kind"], ascending=[True, True, False, True], kind="stable")
+    first = n.drop_duplicates(["dataset", "protocol"])
+    return {(ds, p): k for ds, p, k in first[["dataset", "protocol", "split_kind"]].itertuples(index=False, name=None)}
 
 
-def _statistics(results: pd.DataFrame) -> tuple[dict[str, dict], dict[str, str]]:
+def _statistics(results: pd.DataFrame) -> tuple[dict[str, dict], dict[tuple[str, str], str]]:
     """Per split kind, the per-task tests of :mod:`.stats` (their families: (dataset, protocol));
-    and each dataset's primary split kind."""
+    and each (dataset, protocol)'s primary split kind."""
     from .stats import all_task_tests
 
     out: dict[str, dict] = {}
@@ -135,21 +137,22 @@ def _statistics(results: pd.DataFrame) -> tuple[dict[str, dict], dict[str, str]]
     return out, _primary_kinds(results)
 
 
-def _findings(results: pd.DataFrame, tests_by_kind: dict[str, dict], primary: dict[str, str], figures_dir: Path,
-              out_md: Path, tables_dir: Path) -> list[str]:
-    """The findings section: every task on its primary split kind (the one with most units)."""
+def _findings(results: pd.DataFrame, tests_by_kind: dict[str, dict], primary: dict[tuple[str, str], str],
+              figures_dir: Path, out_md: Path, tables_dir: Path) -> list[str]:
+    """The findings section: every task and protocol on its primary split kind (the one with most units)."""
     from .stats import compare_methods, findings_markdown
 
     if results.empty:
         return ["## Findings", "", "No results yet: nothing to compare."]
-    keep = results["split_kind"].to_numpy() == results["dataset"].map(primary).to_numpy()
+    want = [primary.get((ds, p)) for ds, p in results[["dataset", "protocol"]].itertuples(index=False, name=None)]
+    keep = results["split_kind"].to_numpy() == np.asarray(want, dtype=object)
     df = results.loc[keep, ["dataset", "method", "protocol", "unit", "test", "metric"]].reset_index(drop=True)
-    tests = {key: t for kind, fam in tests_by_kind.items() for key, t in fam.items() if primary.get(key[0]) == kind}
+    tests = {key: t for kind, fam in tests_by_kind.items() for key, t in fam.items() if primary.get(key) == kind}
     comp = compare_methods(df, references=None, tests=tests)
     write_bytes_atomic(tables_dir / "comparisons.csv", comp.to_csv(index=False).encode("utf-8"))
     lines = findings_markdown(df, figures_dir=figures_dir, out_md=out_md, metric_units=METRIC_UNITS, tests=tests)
-    kinds = ", ".join(f"{ds}: {k}" for ds, k in primary.items())
-    lines[2:2] = [f"Split kind each task's statements use (the one with the most units): {kinds}. Every pairwise "
+    kinds = ", ".join(f"{ds} {p}: {k}" for (ds, p), k in primary.items() if p != "classical")
+    lines[2:2] = [f"Split kind each task's statements use, per protocol (the one with the most units): {kinds}. Every pairwise "
                   f"comparison: [comparisons.csv]({_link(tables_dir / 'comparisons.csv', out_md)}).", ""]
     return lines
 
@@ -374,7 +377,8 @@ def _cost_table(costs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _finetune_figures(results: pd.DataFrame, primary: dict[str, str], figures_dir: Path, out_md: Path) -> list[str]:
+def _finetune_figures(results: pd.DataFrame, primary: dict[tuple[str, str], str], figures_dir: Path,
+                      out_md: Path) -> list[str]:
     """Validation-metric curves of the finetune runs, per method, one figure per finetuned task
     (its primary split kind)."""
     import json
@@ -388,7 +392,7 @@ def _finetune_figures(results: pd.DataFrame, primary: dict[str, str], figures_di
              "Validation metric per epoch of the chosen learning rate, mean over the runs (units) that reached the epoch "
              "(early stopping ends runs at different epochs), band = min–max.", ""]
     for ds in sorted(set(ft["dataset"])):
-        sub = ft[(ft["dataset"] == ds) & (ft["split_kind"] == primary.get(ds))]
+        sub = ft[(ft["dataset"] == ds) & (ft["split_kind"] == primary.get((ds, "finetune")))]
         recs = []
         for path in sub["path"]:
             try:

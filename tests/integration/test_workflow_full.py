@@ -78,7 +78,7 @@ def _planned_rules(stdout: str) -> set[str]:
     rules = set()
     for line in stdout.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
+        if m and m.group(1) not in ("total", "all"):
             rules.add(m.group(1))
     return rules
 
