@@ -9,20 +9,14 @@ baseline is run on the same ``(seed, split)`` units — ``seed`` from the domain
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
+from .config import ConfigError, config_hash as settings_hash, deep_merge
 from .paths import ResultKey, checkpoint_path, split_kind
 
 # classical baseline -> the input kind it applies to (the functions live in evaluate/baselines.py)
 BASELINE_KINDS: dict[str, str] = {"rf_morgan": "smiles", "gbm": "numeric", "aac_linear": "protein"}
 PROTOCOLS = ("linear", "finetune", "classical")
-
-
-def settings_hash(obj: Any) -> str:
-    """A short stable hash of a JSON-able object (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def baselines_for(input_kind: str) -> list[str]:
@@ -122,16 +116,9 @@ def planned_checkpoints(cfg: dict[str, Any]) -> list[str]:
 
 # --- settings: what each output depends on (its rerun trigger and its staleness check) -----------
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def finetune_settings(cfg: dict[str, Any], domain: str) -> dict[str, Any]:
     """``evaluate.finetune`` with ``domains.<domain>.finetune`` over it, less the plan keys."""
-    ft = _deep_merge(cfg["evaluate"]["finetune"], cfg["domains"][domain].get("finetune", {}))
+    ft = deep_merge(cfg["evaluate"]["finetune"], cfg["domains"][domain].get("finetune", {}))
     return {k: v for k, v in ft.items() if k not in ("tasks", "split_kinds")}
 
 
@@ -159,8 +146,6 @@ def split_settings(cfg: dict[str, Any], registry: dict[str, dict], dataset: str)
 
 def check(cfg: dict[str, Any], registry: dict[str, dict], source: str = "config") -> None:
     """Cross-key checks the schema cannot express; each error names the key."""
-    from .config import ConfigError
-
     seen: dict[str, str] = {}
     for dom, d in cfg["domains"].items():
         for ds in [d["corpus"], *d["tasks"]]:
