@@ -77,6 +77,15 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                      features=a.features, model=a.model, device=a.device, threads=a.threads)
 
 
+def cmd_masks(a: argparse.Namespace) -> None:
+    import torch
+
+    from .train.masks import write_masks
+
+    torch.set_num_threads(max(1, a.threads))
+    print(f"masks {a.corpus}: {write_masks(a.model, a.processed, a.corpus, a.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline_src", description="maskbench pipeline steps (each Snakemake rule calls one)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -142,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "registry entry (or print it with --dry-run)")
     dataset_add_arguments(s)
     s.set_defaults(func=dataset_add_main)
+
+    s = sub.add_parser("masks", help="SMA masks drawn from one checkpoint -> data/masks/<corpus>/<method>.json (report figures)")
+    s.add_argument("--model", required=True, help="a model.pt of an SMA-style method (sma, sma_r2)")
+    s.add_argument("--processed", required=True, help="the corpus's processed folder")
+    s.add_argument("--corpus", required=True)
+    s.add_argument("--out", required=True, help="data/masks/<corpus>/<method>.json")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_masks)
 
     from .report.build import add_arguments as report_arguments, main_from_args as report_main
 

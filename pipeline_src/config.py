@@ -105,9 +105,14 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def effective_config_path(cfg: dict[str, Any], root: str | Path = "data/run_config") -> str:
+    """Where :func:`write_effective_config` puts ``cfg``: ``<root>/<hash>.yaml`` (nothing written)."""
+    return str(Path(root) / f"{config_hash(cfg)}.yaml")
+
+
 def write_effective_config(cfg: dict[str, Any], root: str | Path = "data/run_config") -> str:
-    """Write ``cfg`` to ``<root>/<hash>.yaml`` (atomically, once) and return the path."""
-    path = Path(root) / f"{config_hash(cfg)}.yaml"
+    """Write ``cfg`` to :func:`effective_config_path` (atomically, once) and return the path."""
+    path = Path(effective_config_path(cfg, root))
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

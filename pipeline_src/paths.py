@@ -34,6 +34,16 @@ def checkpoint_path(corpus: str, method: str, seed: int, root: str | Path = "dat
     return f"{checkpoint_dir(corpus, method, seed, root)}/model.pt"
 
 
+def meta_path(corpus: str, method: str, seed: int, root: str | Path = "data/checkpoints") -> str:
+    """``model.pt``'s metadata as JSON (what the report reads of a pretraining run)."""
+    return f"{checkpoint_dir(corpus, method, seed, root)}/meta.json"
+
+
+def masks_path(corpus: str, method: str, root: str | Path = "data/masks") -> str:
+    """The mask draws of one (corpus, SMA-style method) for the report's mask figures."""
+    return f"{Path(root).as_posix()}/{corpus}/{method}.json"
+
+
 def features_path(dataset: str, method: str, seed: int, root: str | Path = "data/features") -> str:
     return f"{Path(root).as_posix()}/{dataset}/{method}/seed{int(seed)}.npz"
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from .config import ConfigError, config_hash as settings_hash, deep_merge
-from .paths import ResultKey, checkpoint_path, split_kind
+from .paths import ResultKey, checkpoint_path, masks_path, meta_path, split_kind
 
 # classical baseline -> the input kind it applies to (the functions live in evaluate/baselines.py)
 BASELINE_KINDS: dict[str, str] = {"rf_morgan": "smiles", "gbm": "numeric", "aac_linear": "protein"}
 PROTOCOLS = ("linear", "finetune", "classical")
+MASK_METHODS = ("sma", "sma_r2")   # the methods whose masks the report draws (SMA Fig. 2)
 
 
 def baselines_for(input_kind: str) -> list[str]:
@@ -112,6 +113,19 @@ def planned_checkpoints(cfg: dict[str, Any]) -> list[str]:
     """Every pretraining output (``none`` included: its seeded random initialization)."""
     return [checkpoint_path(d["corpus"], m, s) for dom, d in cfg["domains"].items()
             for m in cfg["methods_run"] for s in pretrain_seeds(cfg, dom)]
+
+
+def planned_metas(cfg: dict[str, Any]) -> list[str]:
+    """The ``meta.json`` of every checkpoint (what the report reads of pretraining)."""
+    return [meta_path(d["corpus"], m, s) for dom, d in cfg["domains"].items()
+            for m in cfg["methods_run"] for s in pretrain_seeds(cfg, dom)]
+
+
+def planned_masks(cfg: dict[str, Any]) -> dict[str, str]:
+    """mask-draw file -> the checkpoint it comes from (first pretraining seed), per corpus and
+    SMA-style method of the run."""
+    return {masks_path(d["corpus"], m): checkpoint_path(d["corpus"], m, pretrain_seeds(cfg, dom)[0])
+            for dom, d in cfg["domains"].items() for m in MASK_METHODS if m in cfg["methods_run"]}
 
 
 # --- settings: what each output depends on (its rerun trigger and its staleness check) -----------

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline_src.data.batch import Batch, InputSpec
+from pipeline_src.batch import Batch, InputSpec
 from pipeline_src.methods import MaskedAutoencoder, build_method, select_mask
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

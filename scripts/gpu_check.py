@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench_methods import METHODS, Shape, matmul_peak, method_cfg, sync, synthetic_batch  # noqa: E402
 from pipeline_src.config import load_config, method_config, pretrain_config  # noqa: E402
-from pipeline_src.data.atomic import write_bytes_atomic  # noqa: E402
+from pipeline_src.atomic import write_bytes_atomic  # noqa: E402
 from pipeline_src.methods import build_method  # noqa: E402
 
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "tests/fixtures"]

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from . import readers, sources
-from .atomic import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 from .readers import ReadError
 
 SEPARATORS = (",", "\t", ";", "|")

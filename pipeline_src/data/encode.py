@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .batch import BYTE_VOCAB_SIZE, PAD_ID, Batch, InputSpec
+from ..batch import BYTE_VOCAB_SIZE, PAD_ID, Batch, InputSpec
 
 VOCAB = {
     "scheme": "utf8-bytes",

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import readers, sources
-from .atomic import commit_stage, new_stage_dir, write_parquet
+from ..atomic import commit_stage, new_stage_dir, write_parquet
 from .readers import HIGGS_FEATURES, ReadError
 
 QC_MAX_LISTED = 1000

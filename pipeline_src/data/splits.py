@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .atomic import write_parquet_atomic
+from ..atomic import write_parquet_atomic
 from .encode import table_files
 
 SPLIT_KINDS = ("scaffold", "scaffold_balanced", "scaffold_cv", "random", "fixed", "column")

@@ -5,7 +5,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "spearman": True, "rmse": False}
+from ..paths import HIGHER_IS_BETTER  # noqa: F401 (metric directions live with result naming)
 
 
 def compute_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ..config import ConfigError, domain_of, load_config, load_registry
 from ..paths import parse_result_path
 from ..plan import eval_settings_hash, finetune_settings
-from ..data.atomic import write_json_atomic
+from ..atomic import write_json_atomic
 from ..data.encode import load_encoded
 
 PROTOCOLS = ("linear", "finetune", "classical")

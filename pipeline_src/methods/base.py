@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..data.batch import Batch, InputSpec
+from ..batch import Batch, InputSpec
 from ..models.decoders import UpsampleDecoder, gather_tokens, reconstruction_loss
 from ..models.encoders import Encoding, build_encoder, model_dropout
 from .masking import num_masked, random_mask

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..data.batch import Batch, InputSpec
+from ..batch import Batch, InputSpec
 from ..models.attention import full_precision, score_dtype
 from ..models.decoders import TransformerDecoder, gather_tokens, per_sample_loss, reconstruction_loss
 from ..models.encoders import model_dropout

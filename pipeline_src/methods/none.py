@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.batch import Batch
+from ..batch import Batch
 from .base import Method, MethodOutput
 from .registry import register
 

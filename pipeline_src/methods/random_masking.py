@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..data.batch import Batch
+from ..batch import Batch
 from .base import MaskedAutoencoder
 from .registry import register
 

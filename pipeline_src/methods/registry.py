@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from ..data.batch import InputSpec
+from ..batch import InputSpec
 from .base import Method
 
 REGISTRY: dict[str, type[Method]] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..data.batch import Batch
+from ..batch import Batch
 from ..models.attention import full_precision, score_dtype
 from .base import MaskedAutoencoder
 from .masking import num_masked, rank_mask

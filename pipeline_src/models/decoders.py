@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.batch import InputSpec
+from ..batch import InputSpec
 from .attention import CrossAttentionBlock, SelfAttentionBlock
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..data.batch import InputSpec
+from ..batch import InputSpec
 
 
 class InputEmbedding(nn.Module):

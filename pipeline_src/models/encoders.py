@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..data.batch import Batch, InputSpec
+from ..batch import Batch, InputSpec
 from .attention import CrossAttentionBlock, SelfAttentionBlock, check_dropout
 from .embeddings import InputEmbedding
 

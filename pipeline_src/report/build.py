@@ -17,15 +17,15 @@ import pandas as pd
 import yaml
 
 from ..config import ConfigError, config_hash, load_config, load_registry
-from ..plan import eval_settings_hash, planned_results
-from ..data.atomic import write_bytes_atomic
+from ..paths import masks_path
+from ..plan import MASK_METHODS, baselines_for, eval_settings_hash, planned_results
+from ..atomic import write_bytes_atomic
 from ..plan import pretrain_seeds
 from .aggregate import ResultKey, aggregate, fold_sizes, load_results, parse_result_path, restrict_to
 from .tables import CellSource, Table, build_table, to_markdown, write_csv
 
 REFERENCE_PATH = "config/reference_results.yaml"
 PAPER_TABLES = ("tape", "moleculenet", "higgs", "linear")
-MASK_METHODS = ("sma", "sma_r2")
 SUBSTITUTES = {
     "moses": "MOSES SMILES (ZINC Clean Leads) stand in for the GuacaMol corpus SMA pretrains on.",
     "uniprot": "UniProt proteomes stand in for Pfam (SMA, MetaMAE pretrain on Pfam).",
@@ -183,20 +183,12 @@ def refuse_stale(results: pd.DataFrame, cfg: dict[str, Any], registry: dict[str,
             f"differs): {listed}. Rebuild them with: snakemake --cores 2 --forcerun {rules} reports/all.md")
 
 
-def _method_notes(methods: list[str], metas: dict[tuple[str, str, int], dict]) -> dict[str, str]:
-    """method -> "not domain-agnostic" from the checkpoint meta, else from the method class."""
+def _method_notes(metas: dict[tuple[str, str, int], dict]) -> dict[str, str]:
+    """method -> "not domain-agnostic", from the pretraining metadata (``meta.json``)."""
     flags: dict[str, bool] = {}
     for (_, m, _), meta in metas.items():
         if "domain_agnostic" in meta:
             flags[m] = flags.get(m, True) and bool(meta["domain_agnostic"])
-    try:
-        from ..methods import REGISTRY
-
-        for m in methods:
-            if m not in flags and m in REGISTRY:
-                flags[m] = bool(getattr(REGISTRY[m], "domain_agnostic", True))
-    except ImportError:
-        pass
     return {m: "not domain-agnostic" for m, ok in flags.items() if not ok}
 
 
@@ -204,8 +196,6 @@ def _applicable(registry: dict[str, dict]) -> Any:
     def check(ds: str, method: str, protocol: str) -> bool:
         if protocol != "classical":
             return True
-        from ..evaluate.baselines import baselines_for
-
         kind = registry.get(ds, {}).get("input", {}).get("kind")
         return kind is None or method in baselines_for(kind)
     return check
@@ -218,8 +208,6 @@ def _default_pairs(cfg: dict[str, Any], registry: dict[str, dict], datasets: lis
     pairs = [(m, p) for p in ev.get("protocols", ["linear"]) for m in cfg.get("methods_run", [])]
     in_config = {t for d in cfg["domains"].values() for t in d["tasks"]}
     if ev.get("baselines"):
-        from ..evaluate.baselines import baselines_for
-
         for ds in datasets:
             kind = registry.get(ds, {}).get("input", {}).get("kind")
             if ds in in_config and kind:
@@ -268,8 +256,8 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
     lines.append("- **Models and pretraining** per domain:")
     for dom, d in cfg["domains"].items():
         m, p = d["model"], d["pretrain"]
-        params = next((meta.get("_encoder_params") for (c, _, _), meta in metas.items() if c == d["corpus"]
-                       and meta.get("_encoder_params")), None)
+        params = next((meta.get("encoder_params") for (c, _, _), meta in metas.items() if c == d["corpus"]
+                       and meta.get("encoder_params")), None)
         extra = f", {m.get('num_latents', 64)} latents" if m.get("arch") == "perceiver" else ""
         lines.append(f"  - {dom} ({d['corpus']}): {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}{extra}, "
                      f"max_len {m['max_len']}" + (f", {params / 1e6:.2f}M encoder parameters" if params else "")
@@ -278,7 +266,7 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
     ram = hw["ram_bytes"]
     lines.append(f"- **Hardware** (machine that built the report): {hw['cpu']}, {hw['cores']} usable cores "
                  f"({hw['logical_cpus']} logical), {'n/a' if ram is None else f'{ram / 2**30:.1f} GiB'} RAM, "
-                 f"GPU: {', '.join(hw['gpus']) or 'none'}; {hw['os']}. The device each run used is in the "
+                 f"GPU: {'not recorded' if hw['gpus'] is None else ', '.join(hw['gpus']) or 'none'}; {hw['os']}. The device each run used is in the "
                  "compute table and in every result JSON.")
     wt = (f"{_fmt_s(wall['sum_s'])} summed over {wall['jobs']} Snakemake jobs (data/benchmarks/**.tsv, job time; "
           f"jobs may overlap) and {_fmt_s(wall['span_s'])} from the earliest job start to the latest job end "
@@ -408,22 +396,20 @@ def _finetune_figures(results: pd.DataFrame, primary: dict[tuple[str, str], str]
     return lines
 
 
-def _mask_section(cfg: dict[str, Any], checkpoints_root: Path, processed_root: Path, figures_dir: Path,
-                  out_md: Path, n_show: int = 4) -> list[str]:
+def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_md: Path, n_show: int = 4) -> list[str]:
     from .figures import mask_figure
-    from .masks import masked_text, sma_masks
+    from .masks import masked_text, read_mask_draws
 
     lines: list[str] = []
     for dom, d in cfg["domains"].items():
         corpus = d["corpus"]
         for method in [m for m in MASK_METHODS if m in cfg.get("methods_run", [])]:
-            model = checkpoints_root / corpus / method / f"seed{pretrain_seeds(cfg, dom)[0]}" / "model.pt"
-            processed = processed_root / corpus
-            if not model.exists() or not processed.exists():
-                lines.append(f"- {corpus} / {method}: no figure (no `{_display_path(model)}` or no processed corpus).")
+            path = Path(masks_path(corpus, method, masks_root))
+            if not path.exists():
+                lines.append(f"- {corpus} / {method}: no figure (no `{_display_path(path)}`: the `masks` step has not run).")
                 continue
             try:
-                draws = sma_masks(model, processed, corpus)
+                draws = read_mask_draws(path)
                 fig = mask_figure(draws, figures_dir / f"mask_{corpus}_{method}.png")
             except Exception as e:  # one broken checkpoint must not stop the report
                 lines.append(f"- {corpus} / {method}: no figure ({type(e).__name__}: {e}).")
@@ -454,7 +440,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
                  expected: list[str] | None = None, wall_time_s: float | None = None, *,
                  reference_path: str = REFERENCE_PATH, checkpoints_root: str = "data/checkpoints",
                  benchmarks_root: str = "data/benchmarks", logs_root: str = "data/logs",
-                 processed_root: str = "data/processed", mask_figures: bool = True) -> None:
+                 masks_root: str = "data/masks", mask_figures: bool = True) -> None:
     """Write ``out_md`` (atomically), the CSV copies of its tables and its figures.
 
     ``expected``: the planned result paths (``.../<dataset>/<method>/<protocol>/<split>/seed<k>.json``);
@@ -499,7 +485,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     config_datasets = {t for d in cfg["domains"].values() for t in d["tasks"]}
     src = CellSource(agg, present, keys, logs_root, config_datasets, _applicable(registry))
     methods = list(cfg.get("methods_run", []))
-    notes = _method_notes(methods, metas)
+    notes = _method_notes(metas)
 
     tables: list[Table] = []
     covered: set[str] = set()
@@ -587,7 +573,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         fig_lines += ["### SMA masks (which tokens get masked)", "",
                       "Two mask draws from the same pretrained weights for a few samples (SMA Figure 2 / Table 7): "
                       "masks come from the first attention layer; the draws differ only in the random query subset."]
-        fig_lines += _mask_section(cfg, Path(checkpoints_root), Path(processed_root), figures_p, out_md_p)
+        fig_lines += _mask_section(cfg, Path(masks_root), figures_p, out_md_p)
 
     planned = len(keys) if keys is not None else len(results)
     failed = sum(1 for k in (keys or []) if k not in present and Path(k.log_path(logs_root)).exists())

@@ -49,16 +49,13 @@ def total_wall_time(benchmarks_root: str | Path) -> dict[str, Any]:
     return {"jobs": jobs, "sum_s": total, "span_s": span}
 
 
-def _meta(model_path: Path) -> dict[str, Any] | None:
+def _meta(meta_path: Path) -> dict[str, Any] | None:
+    """A pretraining job's ``meta.json`` (None when missing or unreadable)."""
     try:
-        import torch
-
-        blob = torch.load(model_path, map_location="cpu", weights_only=True)
-        meta = dict(blob["meta"])
-        meta["_encoder_params"] = sum(int(v.numel()) for k, v in blob["state_dict"].items() if k.startswith("encoder."))
-        return meta
-    except Exception:  # a half-written or foreign file: reported as missing, not fatal
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _num(x: Any) -> float | None:
@@ -81,7 +78,7 @@ def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/che
         corpus = d["corpus"]
         for method in cfg.get("methods_run", []):
             for seed in pretrain_seeds(cfg, domain):
-                meta = _meta(Path(checkpoints_root) / corpus / method / f"seed{seed}" / "model.pt")
+                meta = _meta(Path(checkpoints_root) / corpus / method / f"seed{seed}" / "meta.json")
                 bench = read_benchmark(Path(benchmarks_root) / "pretrain" / corpus / method / f"seed{seed}.tsv")
                 if meta is not None:
                     metas[(corpus, method, seed)] = meta

@@ -1,6 +1,7 @@
 """Hardware and software of the machine that builds the report."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 from importlib import metadata
@@ -45,9 +46,19 @@ def gpus() -> list[str]:
     return []
 
 
-def hardware() -> dict[str, object]:
+def recorded_gpus(hardware_json: str | Path = "reports/pipeline_info/hardware.json") -> list[str] | None:
+    """The GPUs the provenance step saw (it imports torch; the report does not); None if not recorded."""
+    try:
+        found = json.loads(Path(hardware_json).read_text(encoding="utf-8")).get("gpus")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(g) for g in found] if isinstance(found, list) else None
+
+
+def hardware(hardware_json: str | Path = "reports/pipeline_info/hardware.json") -> dict[str, object]:
+    """This machine's CPU, cores, RAM and OS; GPUs as recorded by the provenance step."""
     return {"cpu": cpu_model(), "cores": usable_cores(), "logical_cpus": os.cpu_count(), "ram_bytes": ram_bytes(),
-            "gpus": gpus(), "os": f"{platform.system()} {platform.release()}"}
+            "gpus": recorded_gpus(hardware_json), "os": f"{platform.system()} {platform.release()}"}
 
 
 def versions() -> dict[str, str]:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..evaluate.metrics import HIGHER_IS_BETTER  # noqa: E402
+from ..paths import HIGHER_IS_BETTER  # noqa: E402
 from .masks import MaskDraws, mask_rate_by_label  # noqa: E402
 from .tables import METRIC_LABEL  # noqa: E402
 

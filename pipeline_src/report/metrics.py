@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..data.atomic import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 from .aggregate import aggregate, load_results, parse_result_path, restrict_to
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..data.atomic import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 
 # name in the file -> distribution name
 DISTRIBUTIONS = {
@@ -94,6 +94,39 @@ def git_info(root: str | Path = ".") -> dict[str, Any]:
 
 def git_commit(root: str | Path = ".") -> str | None:
     return git_info(root)["commit"]
+
+
+def head_commit(root: str | Path = ".") -> str | None:
+    """HEAD's commit read from the ``.git`` files (no ``git`` process, nothing written), so the
+    workflow can name it while it is parsed; None outside a repository or before the first commit.
+    Follows a worktree's ``gitdir:`` file, a symbolic HEAD and ``packed-refs``."""
+    root = Path(root).resolve()
+    dot = next((d / ".git" for d in (root, *root.parents) if (d / ".git").exists()), None)
+    if dot is None:
+        return None
+    try:
+        gitdir = dot
+        if dot.is_file():                                   # worktree / submodule: "gitdir: <path>"
+            gitdir = (dot.parent / dot.read_text().split(":", 1)[1].strip()).resolve()
+        common = gitdir
+        if (gitdir / "commondir").is_file():                # a worktree's refs live in the main repo
+            common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
+        head = (gitdir / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None                             # detached HEAD
+        ref = head.split(":", 1)[1].strip()
+        for base in (gitdir, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text().strip() or None
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref:
+                    return parts[0]
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
 
 
 def hardware_info() -> dict[str, Any]:

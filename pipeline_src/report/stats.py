@@ -47,7 +47,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..evaluate.metrics import HIGHER_IS_BETTER
+from ..paths import HIGHER_IS_BETTER
 from .tables import METRIC_LABEL
 
 ALPHA = 0.05

@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..data.atomic import write_bytes_atomic
-from ..evaluate.metrics import HIGHER_IS_BETTER
+from ..atomic import write_bytes_atomic
+from ..paths import HIGHER_IS_BETTER
 from .aggregate import CELL_KEY, ResultKey
 
 METRIC_LABEL = {"rmse": "RMSE", "roc_auc": "ROC-AUC", "spearman": "Spearman", "accuracy": "accuracy"}

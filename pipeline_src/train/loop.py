@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data.batch import InputSpec
+from ..atomic import write_json_atomic
+from ..batch import InputSpec
 from ..data.encode import Encoded
 from .checkpoint import atomic_save, load_checkpoint, load_verified, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
 from . import distributed as ddp_util
@@ -40,6 +41,7 @@ from .devices import autocast, peak_memory_bytes, pick_device, seed_everything
 
 CHECKPOINT_NAME = "last.pt"
 MODEL_NAME = "model.pt"
+META_NAME = "meta.json"
 LOG_NAME = "log.jsonl"
 # keys of the pretrain config that do not change the trajectory, so they stay out of the run hash
 _HASH_EXEMPT = {"checkpoint_every"}
@@ -105,8 +107,13 @@ def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_model_file(path: str | Path, method: nn.Module, meta: dict[str, Any]) -> None:
-    """Write ``{"state_dict", "meta"}`` atomically; loadable with ``torch.load(weights_only=True)``."""
-    atomic_save({"state_dict": _cpu_state_dict(method), "meta": meta}, path)
+    """Write ``{"state_dict", "meta"}`` atomically; loadable with ``torch.load(weights_only=True)``.
+    The metadata (plus ``encoder_params``) also goes to ``meta.json`` beside it, first: the report
+    reads that file and never loads a checkpoint."""
+    state = _cpu_state_dict(method)
+    encoder_params = sum(int(v.numel()) for k, v in state.items() if k.startswith("encoder."))
+    write_json_atomic(Path(path).with_name(META_NAME), {**meta, "encoder_params": encoder_params})
+    atomic_save({"state_dict": state, "meta": meta}, path)
 
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu",
@@ -121,6 +128,169 @@ def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu",
     method.load_state_dict(blob["state_dict"])
     method.eval()
     return (method.encoder if encoder_only else method), meta
+
+
+@dataclass
+class _Run:
+    """Everything one pretraining run carries from step to step (what ``last.pt`` saves)."""
+    method: nn.Module
+    model: nn.Module                  # ``method``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: BucketBatchSampler
+    generator: torch.Generator
+    config: dict[str, Any]            # what the run hash covers
+    rhash: str
+    device: torch.device
+    rank: int
+    world: int
+    ckpt_path: Path
+    total_steps: int
+    step: int = 0
+    elapsed: float = 0.0              # seconds in training steps, summed over resumed runs
+    tokens_seen: int = 0
+    last_loss: float | None = None
+    resumed_from: int | None = None
+    saved_step: int | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def last_good(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {self.ckpt_path} (step {self.saved_step})"
+
+
+def _setup(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_len: int, out_dir: Path, seed: int,
+           device: torch.device | str | None, threads: int | None, model_cfg: dict[str, Any] | None,
+           method_cfg: dict[str, Any] | None) -> _Run:
+    """Seeds, device, run hash, optimizer, schedule, sampler and generator of a fresh run."""
+    dctx = ddp_util.current()
+    rank, world = (dctx.rank, dctx.world_size) if dctx is not None else (0, 1)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if rank == 0:
+        remove_stale_tmp(ckpt_path)
+        remove_stale_tmp(out_dir / MODEL_NAME)
+    device = pick_device(device)
+    seed_everything(ddp_util.rank_seed(seed, rank), threads)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model_cfg = dict(model_cfg if model_cfg is not None else getattr(method, "model_cfg", {}) or {})
+    if method_cfg is None:
+        method_cfg = getattr(method, "method_cfg", None) or getattr(method, "cfg", None) or {}
+    total_steps = int(train_cfg["steps"])
+    config = _run_config(method, corpus.spec(max_len), train_cfg, max_len, seed, model_cfg, dict(method_cfg),
+                         len(corpus), world)
+
+    method.to(device).train()
+    optimizer = torch.optim.AdamW(param_groups(method, float(train_cfg["weight_decay"])),
+                                  lr=float(train_cfg["lr"]), betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(train_cfg["warmup_steps"]), total_steps))
+    sampler = BucketBatchSampler(corpus.lengths(), int(train_cfg["batch_size"]), seed)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(ddp_util.rank_seed(seed, rank))
+    return _Run(method, method, optimizer, scheduler, sampler, generator, config, run_hash(config), device,
+                rank, world, ckpt_path, total_steps)
+
+
+def _resume(run: _Run) -> None:
+    """Load ``last.pt`` when there is one (same run hash, or refused), on every rank."""
+    if run.ckpt_path.exists():
+        state = load_checkpoint(run.ckpt_path, run.rhash, expected_config=run.config)
+        run.method.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.sampler.load_state_dict(state["sampler"])
+        own = state["rank_states"][run.rank] if run.world > 1 else state
+        run.generator.set_state(own["generator"])
+        set_rng_state(own["rng"])
+        run.step, run.elapsed, run.tokens_seen = state["step"], state["elapsed_s"], state["tokens"]
+        run.last_loss = state["last_loss"]
+        run.log_lines = state["log"].splitlines()
+        run.resumed_from = run.saved_step = run.step
+        if run.main:
+            print(f"resuming from {run.ckpt_path} at step {run.step} of {run.total_steps}", file=sys.stderr, flush=True)
+    if run.world > 1:
+        steps = ddp_util.all_gather_object(run.step)
+        if len(set(steps)) != 1:
+            raise RuntimeError(f"ranks resumed from different steps {steps} of {run.ckpt_path}; is the folder shared?")
+
+
+def _checkpoint(run: _Run) -> None:
+    """Write ``last.pt`` (rank 0; every rank's generator states gathered into it)."""
+    own = {"generator": run.generator.get_state(), "rng": rng_state()}
+    # every rank takes part in the gather; rank 0 alone writes
+    rank_states = ddp_util.all_gather_object(own) if run.world > 1 else None
+    if run.main:
+        state = {
+            "run_hash": run.rhash, "method": run.method.name, "config": run.config, "step": run.step,
+            "model": run.method.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "sampler": run.sampler.state_dict(), **own,
+            "elapsed_s": run.elapsed, "tokens": run.tokens_seen, "last_loss": run.last_loss,
+            "log": "".join(f"{line}\n" for line in run.log_lines),
+        }
+        if rank_states is not None:
+            state["rank_states"] = rank_states
+        save_checkpoint(run.ckpt_path, state)
+    if run.world > 1:
+        ddp_util.barrier()  # no rank runs ahead of (or returns before) the checkpoint it may resume from
+    run.saved_step = run.step
+
+
+def _step(run: _Run, corpus: Encoded, max_len: int, grad_clip: float | None) -> dict[str, Any]:
+    """One optimizer step on the next global batch; returns the step's log record (without timing)."""
+    idx, weight = run.sampler.next_batch(), 1.0
+    n_global = len(idx)
+    if run.world > 1:
+        idx, weight = ddp_util.shard(idx, run.rank, run.world)
+    batch = corpus.batch(idx, max_len)                                   # x: [B, N] (or [B, N, d_raw])
+    n_tokens = int(batch.n_valid.sum()) if weight > 0 else 0
+    batch = batch.to(run.device)
+    lr = run.optimizer.param_groups[0]["lr"]
+    with autocast(run.device):
+        out = run.model(batch, generator=run.generator, step=run.step)
+    loss_value = float(out.loss.detach())
+    loss = out.loss
+    if run.world > 1:
+        local_sum = loss_value * len(idx) if weight > 0 else 0.0  # a weight-0 stand-in sample adds nothing
+        total, n_tokens = ddp_util.all_reduce_sum([local_sum, float(n_tokens)], run.device)
+        loss_value, n_tokens = total / n_global, int(n_tokens)
+        if weight != 1.0:
+            loss = loss * weight
+    if not math.isfinite(loss_value):
+        raise TrainingDiverged(f"loss is {loss_value} at step {run.step + 1}; {run.last_good()}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = None
+    if grad_clip:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.method.parameters(), float(grad_clip)))
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(f"gradient norm is {grad_norm} at step {run.step + 1}; {run.last_good()}")
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    run.last_loss = loss_value
+    run.tokens_seen += n_tokens
+    stats = {k: float(v) for k, v in out.stats.items()}
+    rec = {"step": run.step, "loss": loss_value, "lr": lr, "mask_ratio": stats.get("mask_ratio"),
+           "n_tokens": n_tokens, "grad_norm": grad_norm}
+    rec.update((k, v) for k, v in stats.items() if k not in rec)
+    return rec
+
+
+def _log(run: _Run, rec: dict[str, Any], dt: float, log) -> None:
+    """Time the record, keep it for the checkpoint and append it to ``log.jsonl`` (rank 0)."""
+    n_tokens = rec.pop("n_tokens")
+    rec = {**{k: rec[k] for k in ("step", "loss", "lr", "mask_ratio")},
+           "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": run.elapsed,
+           **{k: v for k, v in rec.items() if k not in ("step", "loss", "lr", "mask_ratio")}}
+    run.log_lines.append(json.dumps(rec))
+    if log is not None:
+        log.write(run.log_lines[-1] + "\n")
+        log.flush()
 
 
 def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_len: int, out_dir: str | Path,
@@ -143,171 +313,60 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     Data-parallel when a torch.distributed process group of several ranks is initialized (see the
     module docstring); ``device`` is then this rank's device.
     """
-    dctx = ddp_util.current()
-    rank, world = (dctx.rank, dctx.world_size) if dctx is not None else (0, 1)
-    main = rank == 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, model_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / MODEL_NAME, out_dir / LOG_NAME
-    if main:
-        remove_stale_tmp(ckpt_path)
-        remove_stale_tmp(model_path)
-
-    device = pick_device(device)
-    seed_everything(ddp_util.rank_seed(seed, rank), threads)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    model_cfg = dict(model_cfg if model_cfg is not None else getattr(method, "model_cfg", {}) or {})
-    if method_cfg is None:
-        method_cfg = getattr(method, "method_cfg", None) or getattr(method, "cfg", None) or {}
-    method_cfg = dict(method_cfg)
-    spec = corpus.spec(max_len)
-    total_steps = int(train_cfg["steps"])
-    checkpoint_every = int(train_cfg.get("checkpoint_every") or total_steps or 1)
-    grad_clip = train_cfg.get("grad_clip")
-    config = _run_config(method, spec, train_cfg, max_len, seed, model_cfg, method_cfg, len(corpus), world)
-    rhash = run_hash(config)
-
-    method.to(device).train()
-    optimizer = torch.optim.AdamW(param_groups(method, float(train_cfg["weight_decay"])),
-                                  lr=float(train_cfg["lr"]), betas=(0.9, 0.999))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(train_cfg["warmup_steps"]), total_steps))
-    sampler = BucketBatchSampler(corpus.lengths(), int(train_cfg["batch_size"]), seed)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(ddp_util.rank_seed(seed, rank))
-
-    step, elapsed, tokens_seen, last_loss, resumed_from = 0, 0.0, 0, None, None
-    log_lines: list[str] = []
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, rhash, expected_config=config)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        own = state["rank_states"][rank] if world > 1 else state
-        generator.set_state(own["generator"])
-        set_rng_state(own["rng"])
-        step, elapsed, tokens_seen, last_loss = state["step"], state["elapsed_s"], state["tokens"], state["last_loss"]
-        log_lines = state["log"].splitlines()
-        resumed_from = step
-        if main:
-            print(f"resuming from {ckpt_path} at step {step} of {total_steps}", file=sys.stderr, flush=True)
-    if world > 1:
-        steps = ddp_util.all_gather_object(step)
-        if len(set(steps)) != 1:
-            raise RuntimeError(f"ranks resumed from different steps {steps} of {ckpt_path}; is the folder shared?")
+    model_path, log_path = out_dir / MODEL_NAME, out_dir / LOG_NAME
+    run = _setup(method, corpus, train_cfg, max_len, out_dir, seed, device, threads, model_cfg, method_cfg)
+    _resume(run)
     # the log is rewritten from the checkpoint: no steps past it, none missing if the file was deleted
-    if main:
-        _write_log(log_path, log_lines)
-    model: nn.Module = method
-    if world > 1:
+    if run.main:
+        _write_log(log_path, run.log_lines)
+    if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+        run.model = DistributedDataParallel(method, device_ids=[run.device.index] if run.device.type == "cuda" else None)
 
-    saved_step = resumed_from
-
-    def last_good() -> str:
-        if saved_step is None:
-            return "no checkpoint was written yet"
-        return f"the last good checkpoint is {ckpt_path} (step {saved_step})"
-
-    def checkpoint() -> None:
-        nonlocal saved_step
-        own = {"generator": generator.get_state(), "rng": rng_state()}
-        # every rank takes part in the gather; rank 0 alone writes
-        rank_states = ddp_util.all_gather_object(own) if world > 1 else None
-        if main:
-            state = {
-                "run_hash": rhash, "method": method.name, "config": config, "step": step,
-                "model": method.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(), **own,
-                "elapsed_s": elapsed, "tokens": tokens_seen, "last_loss": last_loss,
-                "log": "".join(f"{line}\n" for line in log_lines),
-            }
-            if rank_states is not None:
-                state["rank_states"] = rank_states
-            save_checkpoint(ckpt_path, state)
-        if world > 1:
-            ddp_util.barrier()  # no rank runs ahead of (or returns before) the checkpoint it may resume from
-        saved_step = step
-
-    end = total_steps if stop_after is None else min(total_steps, stop_after)
-    bar = tqdm(total=total_steps, initial=step, file=sys.stderr, desc=f"pretrain {method.name}",
-               disable=not (progress and main), mininterval=1.0, dynamic_ncols=True)
-    log = log_path.open("a", encoding="utf-8") if main else None
+    checkpoint_every = int(train_cfg.get("checkpoint_every") or run.total_steps or 1)
+    grad_clip = train_cfg.get("grad_clip")
+    end = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
+    bar = tqdm(total=run.total_steps, initial=run.step, file=sys.stderr, desc=f"pretrain {method.name}",
+               disable=not (progress and run.main), mininterval=1.0, dynamic_ncols=True)
+    log = log_path.open("a", encoding="utf-8") if run.main else None
     try:
         t_prev = time.perf_counter()
-        while step < end:
-            idx, weight = sampler.next_batch(), 1.0
-            n_global = len(idx)
-            if world > 1:
-                idx, weight = ddp_util.shard(idx, rank, world)
-            batch = corpus.batch(idx, max_len)
-            n_tokens = int(batch.n_valid.sum()) if weight > 0 else 0
-            batch = batch.to(device)
-            lr = optimizer.param_groups[0]["lr"]
-            with autocast(device):
-                out = model(batch, generator=generator, step=step)
-            loss_value = float(out.loss.detach())
-            loss = out.loss
-            if world > 1:
-                local_sum = loss_value * len(idx) if weight > 0 else 0.0  # a weight-0 stand-in sample adds nothing
-                total, n_tokens = ddp_util.all_reduce_sum([local_sum, float(n_tokens)], device)
-                loss_value, n_tokens = total / n_global, int(n_tokens)
-                if weight != 1.0:
-                    loss = loss * weight
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"loss is {loss_value} at step {step + 1}; {last_good()}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = None
-            if grad_clip:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(method.parameters(), float(grad_clip)))
-                if not math.isfinite(grad_norm):
-                    raise TrainingDiverged(f"gradient norm is {grad_norm} at step {step + 1}; {last_good()}")
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            last_loss = loss_value
+        while run.step < end:
+            rec = _step(run, corpus, max_len, grad_clip)
             t_now = time.perf_counter()
             dt, t_prev = t_now - t_prev, t_now
-            elapsed += dt
-            tokens_seen += n_tokens
-            stats = {k: float(v) for k, v in out.stats.items()}
-            rec = {"step": step, "loss": loss_value, "lr": lr, "mask_ratio": stats.get("mask_ratio"),
-                   "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": elapsed, "grad_norm": grad_norm}
-            rec.update((k, v) for k, v in stats.items() if k not in rec)
-            log_lines.append(json.dumps(rec))
-            if log is not None:
-                log.write(log_lines[-1] + "\n")
-                log.flush()
+            run.elapsed += dt
+            _log(run, rec, dt, log)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if step % checkpoint_every == 0 or step == end:
-                checkpoint()
+            bar.set_postfix(loss=f"{run.last_loss:.4f}", refresh=False)
+            if run.step % checkpoint_every == 0 or run.step == end:
+                _checkpoint(run)
                 t_prev = time.perf_counter()  # checkpoint time is not training time
     finally:
         if log is not None:
             log.close()
         bar.close()
 
+    elapsed = run.elapsed
     summary = {
-        "method": method.name, "steps": step, "final_loss": last_loss, "wall_time_s": elapsed,
-        "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None, "tokens": tokens_seen,
-        "peak_memory_bytes": peak_memory_bytes(device), "device": str(device), "run_hash": rhash,
-        "resumed_from": resumed_from, "finished": step >= total_steps, "world_size": world,
+        "method": method.name, "steps": run.step, "final_loss": run.last_loss, "wall_time_s": elapsed,
+        "tokens_per_s": run.tokens_seen / elapsed if elapsed > 0 else None, "tokens": run.tokens_seen,
+        "peak_memory_bytes": peak_memory_bytes(run.device), "device": str(run.device), "run_hash": run.rhash,
+        "resumed_from": run.resumed_from, "finished": run.step >= run.total_steps, "world_size": run.world,
     }
-    if step >= total_steps and main:
-        meta = {**config, "domain_agnostic": bool(getattr(method, "domain_agnostic", True)),
-                "steps": step, "run_hash": rhash, **{k: summary[k] for k in
+    if run.step >= run.total_steps and run.main:
+        meta = {**run.config, "domain_agnostic": bool(getattr(method, "domain_agnostic", True)),
+                "steps": run.step, "run_hash": run.rhash, **{k: summary[k] for k in
                 ("final_loss", "wall_time_s", "tokens_per_s", "peak_memory_bytes", "device")},
                 "torch_version": str(torch.__version__)}
         if final_meta is not None:
             meta.update(final_meta(method))
             summary.update((k, meta[k]) for k in ("diagnostic",) if k in meta)
         save_model_file(model_path, method, meta)
-    if world > 1:
+    if run.world > 1:
         ddp_util.barrier()
     return summary
 

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..config import ConfigError, domain_of, load_config, method_config, pretrain_config
-from ..data.batch import InputSpec
+from ..batch import InputSpec
 from ..data.encode import Encoded, load_encoded, table_files
 from . import distributed as ddp_util
 from .data import subsample

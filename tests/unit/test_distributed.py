@@ -25,7 +25,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 from pipeline_src.config import deep_merge  # noqa: E402
-from pipeline_src.data.batch import Batch  # noqa: E402
+from pipeline_src.batch import Batch  # noqa: E402
 from pipeline_src.train.distributed import shard  # noqa: E402
 from test_train_support import ToyMethod, ToyOutput, toy_corpus, train_cfg  # noqa: E402
 
@@ -121,7 +121,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(runs):
     np.testing.assert_allclose(_losses(runs["single"]), _losses(runs["full"]), rtol=1e-5)
     meta = torch.load(runs["full"] / "model.pt", weights_only=True)["meta"]
     assert meta["world_size"] == 2 and meta["steps"] == 8
-    assert sorted(p.name for p in runs["full"].iterdir()) == ["last.pt", "log.jsonl", "model.pt"]
+    assert sorted(p.name for p in runs["full"].iterdir()) == ["last.pt", "log.jsonl", "meta.json", "model.pt"]
 
 
 def test_two_rank_run_resumes_from_its_checkpoint_exactly(runs):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from pipeline_src.data.batch import Batch, InputSpec
+from pipeline_src.batch import Batch, InputSpec
 from pipeline_src.methods import REGISTRY, MaskedAutoencoder, Method, MethodOutput, build_method, select_mask
 from pipeline_src.methods import sma as sma_module
 

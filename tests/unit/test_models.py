@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline_src.data.batch import Batch, InputSpec
+from pipeline_src.batch import Batch, InputSpec
 from pipeline_src.models import PerceiverEncoder, TransformerEncoder, build_encoder
 from pipeline_src.models.decoders import TransformerDecoder, UpsampleDecoder
 from pipeline_src.methods.masking import num_masked, random_mask

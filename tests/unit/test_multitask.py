@@ -8,7 +8,7 @@ import torch
 
 import byod_files as bf
 from pipeline_src.data import prepare as prep
-from pipeline_src.data.batch import InputSpec
+from pipeline_src.batch import InputSpec
 from pipeline_src.data.encode import load_encoded
 from pipeline_src.evaluate import finetune as ft
 from pipeline_src.evaluate.baselines import morgan_table, rf_morgan

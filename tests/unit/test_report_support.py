@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline_src.data.batch import InputSpec
+from pipeline_src.batch import InputSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "config" / "datasets.yaml"

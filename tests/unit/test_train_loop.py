@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline_src.data.batch import InputSpec
+from pipeline_src.batch import InputSpec
 from pipeline_src.train.checkpoint import CheckpointMismatch
 from pipeline_src.train.loop import TrainingDiverged, param_groups, pretrain, warmup_cosine
 from test_train_support import MAX_LEN, ToyMethod, make_method, toy_corpus, train_cfg
@@ -83,7 +83,7 @@ def test_param_groups_exempt_biases_norms_embeddings():
 
 
 def test_full_run_writes_model_log_and_checkpoint(reference: Path):
-    assert sorted(p.name for p in reference.iterdir()) == ["last.pt", "log.jsonl", "model.pt"]  # no temp files
+    assert sorted(p.name for p in reference.iterdir()) == ["last.pt", "log.jsonl", "meta.json", "model.pt"]  # no temp files
     assert _log_steps(reference) == list(range(1, 13))
     rec = json.loads((reference / "log.jsonl").read_text().splitlines()[-1])
     assert {"step", "loss", "lr", "mask_ratio", "tokens_per_s", "elapsed_s"} <= rec.keys()
@@ -144,7 +144,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, reference: Path):
     assert rerun.returncode == 0, rerun.stderr.decode()
     _assert_same_weights(tmp_path, reference)
     assert _log_steps(tmp_path) == list(range(1, 13))  # truncated to the checkpoint, no duplicates
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "log.jsonl", "model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "log.jsonl", "meta.json", "model.pt"]
 
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path: Path):

@@ -70,7 +70,7 @@ def test_run_pretrain_none_writes_seeded_untrained_encoder(processed: Path, tmp_
     wa = torch.load(a / "model.pt", weights_only=True)["state_dict"]
     wb = torch.load(b / "model.pt", weights_only=True)["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert sorted(p.name for p in a.iterdir()) == ["log.jsonl", "model.pt"]
+    assert sorted(p.name for p in a.iterdir()) == ["log.jsonl", "meta.json", "model.pt"]
     assert (a / "log.jsonl").read_text() == ""
 
 

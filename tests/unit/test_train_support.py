@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline_src.data.batch import Batch, InputSpec
+from pipeline_src.batch import Batch, InputSpec
 from pipeline_src.data.encode import Encoded
 
 

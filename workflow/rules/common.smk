@@ -6,7 +6,8 @@ import sys
 import yaml
 
 from pipeline_src import plan as _plan
-from pipeline_src.config import config_hash, load_registry, pretrain_settings, validate as _validate, write_effective_config
+from pipeline_src.config import (config_hash, effective_config_path, load_registry, pretrain_settings,
+                                 validate as _validate, write_effective_config)
 
 # Snakemake evaluates a config file holding `__use_yte__: true` as a template before this code
 # runs; such files are refused, so no config of a run can be code.
@@ -17,8 +18,15 @@ for _cf in workflow.configfiles:
 _validate(config, "config.schema.yaml", "config (config/config.yaml + --configfile/--config)")
 REGISTRY = load_registry(config["registry"])
 # The effective config (config files + --config overrides, defaults filled) as one file that every
-# rule's command reads, so a step always sees exactly what Snakemake saw.
-CONFIG_PATH = write_effective_config(config)
+# rule's command reads, so a step always sees exactly what Snakemake saw. Its name is its content's
+# hash; it is written when jobs start (`onstart`), never while the workflow is parsed, so
+# `snakemake -n` writes nothing.
+CONFIG_PATH = effective_config_path(config)
+
+
+onstart:
+    write_effective_config(config)
+
 # the interpreter running Snakemake, so rules see the same installed environment
 PY = f"{shlex.quote(sys.executable)} -m pipeline_src"
 

@@ -1,4 +1,5 @@
-# pretrain: one job per (corpus, method, seed) -> data/checkpoints/<corpus>/<method>/seed<k>/model.pt + log.jsonl.
+# pretrain: one job per (corpus, method, seed) -> data/checkpoints/<corpus>/<method>/seed<k>/model.pt + log.jsonl
+# + meta.json (the metadata of model.pt, which the report reads).
 # A killed job leaves data/checkpoints/<corpus>/<method>/seed<k>/last.pt (not a declared output, so
 # Snakemake keeps it); the rerun resumes from it.
 # GPUs: `resources: gpu=1` only limits how many training jobs run at once (`--resources gpu=N`);
@@ -18,6 +19,7 @@ rule pretrain:
     output:
         model="data/checkpoints/{corpus}/{method}/seed{seed}/model.pt",
         log="data/checkpoints/{corpus}/{method}/seed{seed}/log.jsonl",
+        meta="data/checkpoints/{corpus}/{method}/seed{seed}/meta.json",
     wildcard_constraints:
         corpus="|".join(sorted({d["corpus"] for d in config["domains"].values()})),
         method="|".join(config["methods"]),

@@ -4,7 +4,7 @@
 # does not rebuild the report).
 from importlib import metadata as _metadata
 
-from pipeline_src.report.provenance import DISTRIBUTIONS as _DISTRIBUTIONS, git_commit as _git_commit
+from pipeline_src.report.provenance import DISTRIBUTIONS as _DISTRIBUTIONS, head_commit as _head_commit
 
 
 def _installed_versions():
@@ -37,7 +37,7 @@ rule provenance:
         },
     params:
         settings=config_hash(config),
-        commit=_git_commit(workflow.basedir) or "none",
+        commit=_head_commit(workflow.basedir) or "none",  # read from .git, no git process
         versions=_installed_versions(),
         out="reports/pipeline_info",
     threads: 1

@@ -1,10 +1,37 @@
-# report: every result, checkpoint and benchmark -> reports/all.md, reports/tables/*.csv, reports/figures/*.png
+# report: every result, pretraining meta.json, mask draw and benchmark -> reports/all.md,
+# reports/tables/*.csv, reports/figures/*.png. The report reads files only; the mask draws come
+# from their own step (rule masks), which loads a checkpoint.
+MASK_TARGETS = _plan.planned_masks(config)
+
+
+rule masks:
+    input:
+        model=lambda w: MASK_TARGETS[f"data/masks/{w.corpus}/{w.method}.json"],
+        corpus=lambda w: processed_files(w.corpus)["table"],
+    output:
+        "data/masks/{corpus}/{method}.json",
+    wildcard_constraints:
+        method="|".join(_plan.MASK_METHODS),
+    params:
+        processed=lambda w: f"data/processed/{w.corpus}",
+    threads: 1
+    resources:
+        **step_resources("report"),
+    log:
+        "data/logs/masks/{corpus}/{method}.log",
+    benchmark:
+        "data/benchmarks/masks/{corpus}/{method}.tsv"
+    shell:
+        "{PY} masks --model {input.model} --processed {params.processed} --corpus {wildcards.corpus}"
+        " --out {output} --threads {threads} > {log} 2>&1"
+
 
 
 rule report:
     input:
         results=EVAL_TARGETS,
-        checkpoints=PRETRAIN_TARGETS,
+        metas=_plan.planned_metas(config),
+        masks=list(MASK_TARGETS),
         reference="config/reference_results.yaml",
         # provenance (workflow/rules/provenance.smk) is built with the report, never triggers it
         pipeline_info=ancient("reports/pipeline_info/software_versions.yaml"),
