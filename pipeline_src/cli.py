@@ -55,10 +55,13 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     from .train.slots import job_slot
 
     with job_slot(a.device):
+        from .config import load_config
+        from .spec import resolve_pretrain
         from .train.pretrain import CorpusReadError, run_pretrain
 
+        job = resolve_pretrain(load_config(a.config), a.corpus, a.method)   # the config, resolved once
         try:
-            run_pretrain(a.config, a.corpus, a.method, a.processed, a.out, seed=a.seed, threads=a.threads, device=a.device)
+            run_pretrain(job, a.processed, a.out, seed=a.seed, threads=a.threads, device=a.device)
         except CorpusReadError as e:
             raise SystemExit(f"input error: {e}") from e
 

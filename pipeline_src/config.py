@@ -92,14 +92,6 @@ def domain_of(cfg: dict[str, Any], dataset: str) -> str:
     raise ConfigError(f"dataset {dataset!r} is in no domain of the config (domains.*.corpus / tasks)")
 
 
-def method_config(cfg: dict[str, Any], domain: str, method: str) -> dict[str, Any]:
-    """``methods.<method>`` with ``domains.<domain>.methods.<method>`` merged over it."""
-    if method not in cfg["methods"]:
-        raise ConfigError(f"method {method!r} has no entry under 'methods' in the config")
-    over = cfg["domains"][domain].get("methods", {}).get(method, {})
-    return deep_merge(cfg["methods"][method], over)
-
-
 def config_hash(obj: Any) -> str:
     """A short stable hash of a JSON-able object (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -120,24 +112,3 @@ def write_effective_config(cfg: dict[str, Any], root: str | Path = "data/run_con
             yaml.safe_dump(cfg, f, sort_keys=False)
         os.replace(tmp, path)
     return str(path)
-
-
-def pretrain_config(cfg: dict[str, Any], domain: str, method: str) -> dict[str, Any]:
-    """``domains.<domain>.pretrain`` with ``domains.<domain>.pretrain_by_method.<method>`` merged over it
-    (the papers use e.g. another learning rate for guided than for random masks)."""
-    d = cfg["domains"][domain]
-    return deep_merge(d["pretrain"], d.get("pretrain_by_method", {}).get(method, {}))
-
-
-def pretrain_settings(cfg: dict[str, Any], corpus: str, method: str) -> dict[str, Any]:
-    """Everything a pretraining job's result depends on (its rerun trigger)."""
-    domain = domain_of(cfg, corpus)
-    d = cfg["domains"][domain]
-    return {
-        "corpus": corpus,
-        "subsample": d.get("corpus_subsample"),
-        "model": d["model"],
-        "pretrain": pretrain_config(cfg, domain, method),
-        "method": method,
-        "method_cfg": method_config(cfg, domain, method),
-    }

@@ -43,7 +43,8 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench_methods import METHODS, Shape, matmul_peak, method_cfg, sync, synthetic_batch  # noqa: E402
-from pipeline_src.config import load_config, method_config, pretrain_config  # noqa: E402
+from pipeline_src.config import load_config  # noqa: E402
+from pipeline_src.spec import resolve_pretrain  # noqa: E402
 from pipeline_src.atomic import write_bytes_atomic  # noqa: E402
 from pipeline_src.methods import build_method  # noqa: E402
 
@@ -79,7 +80,7 @@ def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
     out = {}
     for domain, d in cfg["domains"].items():
         model = dict(d["model"])
-        ratio = float(method_config(cfg, domain, "sma")["mask_ratio"])
+        ratio = float(resolve_pretrain(cfg, d["corpus"], "sma").method_cfg["mask_ratio"])
         lo, hi = SAMPLE_LENGTHS.get(domain, (model["max_len"], model["max_len"]))
         batch = int(d["pretrain"]["batch_size"])
         if smoke:
@@ -90,7 +91,7 @@ def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
                 lo, hi = min(lo, 16), min(hi, 64)
         hi = min(hi, int(model["max_len"]))
         out[domain] = (Shape(domain, model, batch, (min(lo, hi), hi), ratio), cfg,
-                       float(pretrain_config(cfg, domain, "random")["lr"]))
+                       resolve_pretrain(cfg, d["corpus"], "random").train.lr)
     return out
 
 
@@ -99,7 +100,8 @@ RATIO_KEYS = ("mask_ratio", "ratio_min", "ratio_max")
 
 def run_cfg(cfg: dict[str, Any], domain: str, name: str, ratio: float) -> dict[str, Any]:
     """The paper's settings of ``name`` in ``domain``, at mask ratio ``ratio`` (ranged methods: [ratio, ratio])."""
-    base = {k: v for k, v in method_config(cfg, domain, name).items() if k not in RATIO_KEYS}
+    base = {k: v for k, v in resolve_pretrain(cfg, cfg["domains"][domain]["corpus"], name).method_cfg.items()
+            if k not in RATIO_KEYS}
     return {**base, **{k: v for k, v in method_cfg(name, ratio).items() if k in RATIO_KEYS}}
 
 

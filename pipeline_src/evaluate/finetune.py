@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data.encode import Encoded
+from ..train.data import BucketBatchSampler
 from ..train.devices import autocast
 from ..train.loop import warmup_cosine
 from .linear import ProbeResult
@@ -130,12 +131,17 @@ def predict(model: nn.Module, data: Encoded, idx: np.ndarray, max_len: int, t: T
     """Decoded predictions for the rows ``idx``: [len(idx)]."""
     model.eval()
     dev = torch.device(device)
+    idx = np.asarray(idx)
+    order = np.argsort(data.lengths()[idx], kind="stable")      # similar lengths share a batch: less padding
     preds = []
     for s in range(0, len(idx), bs):
         with autocast(dev):
-            out = model(data.batch(idx[s:s + bs], max_len).to(dev))
+            out = model(data.batch(idx[order[s:s + bs]], max_len).to(dev))
         preds.append(t.decode(out.double()).cpu().numpy())  # un-scaled in float64
-    return np.concatenate(preds)
+    pred = np.concatenate(preds)
+    restored = np.empty_like(pred)
+    restored[order] = pred                                       # back in the order of ``idx``
+    return restored
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -149,7 +155,9 @@ def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t:
     state of its best-on-valid epoch, the curve and that epoch (1-based; 0 when the train loss was
     not finite in the first epoch)."""
     torch.manual_seed(seed)  # the head's init and every random draw: the same for every lr
-    rng = np.random.default_rng(seed)
+    # batches of similar length (shuffled within length buckets, then in order), as in pretraining:
+    # far less padding than random batches of SMILES or sequences of mixed length
+    sampler = BucketBatchSampler(data.lengths()[tr], int(cfg["batch_size"]), seed)
     model = Head(copy.deepcopy(encoder), dim, t.out_dim).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(cfg["weight_decay"]))
     bs, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
@@ -162,10 +170,9 @@ def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t:
     best, best_state, best_epoch, bad = None, None, 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
-        perm = rng.permutation(tr)
         loss_sum = torch.zeros((), device=device)
-        for s in range(0, len(perm), bs):
-            idx = perm[s:s + bs]
+        for rows in sampler.epoch_batches(epoch - 1):
+            idx = tr[rows]
             batch = data.batch(idx, max_len).to(device)
             with autocast(device):
                 out = model(batch)

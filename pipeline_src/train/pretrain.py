@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from ..config import ConfigError, domain_of, load_config, method_config, pretrain_config
 from ..batch import InputSpec
 from ..data.encode import Encoded, load_encoded, table_files
+from ..spec import PretrainJob, thaw
 from . import distributed as ddp_util
 from .data import subsample
 from .devices import seed_everything
@@ -75,11 +75,11 @@ def _build(method: str, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: 
     return build_method(method, spec, model_cfg, method_cfg)
 
 
-def write_untrained(out_dir: Path, cfg: dict[str, Any], domain: str, spec: InputSpec, model_cfg: dict[str, Any],
-                    seed: int, threads: int | None = None, extra_meta: dict[str, Any] | None = None) -> None:
+def write_untrained(out_dir: Path, job: PretrainJob, spec: InputSpec, seed: int, threads: int | None = None,
+                    extra_meta: dict[str, Any] | None = None) -> None:
     """Method ``none``: a ``model.pt`` holding the freshly initialized (seeded) model, ``steps: 0``,
     and an empty ``log.jsonl``."""
-    method_cfg = method_config(cfg, domain, NO_PRETRAINING)
+    model_cfg, method_cfg = thaw(job.model), thaw(job.method_cfg)
     seed_everything(seed, threads)
     method = _build(NO_PRETRAINING, spec, model_cfg, method_cfg)
     meta = {"method": NO_PRETRAINING, "spec": asdict(spec), "model_cfg": model_cfg, "method_cfg": method_cfg,
@@ -90,46 +90,41 @@ def write_untrained(out_dir: Path, cfg: dict[str, Any], domain: str, spec: Input
     (out_dir / LOG_NAME).write_text("", encoding="utf-8")  # no steps; the file is still an output
 
 
-def run_pretrain(config_path: str, corpus: str, method: str, processed_dir: str, out_dir: str,
-                 seed: int = 0, threads: int | None = None, device: str | None = None) -> None:
-    """Pretrain ``method`` on ``corpus`` (read from ``processed_dir``) into ``out_dir``.
+def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int = 0, threads: int | None = None,
+                 device: str | None = None) -> None:
+    """Pretrain ``job.method`` on ``job.corpus`` (read from ``processed_dir``) into ``out_dir``.
 
-    ``out_dir`` gets ``model.pt``, ``log.jsonl`` and ``last.pt``; an existing ``last.pt`` from the
-    same configuration is resumed. A one-line JSON summary goes to stdout.
+    ``out_dir`` gets ``model.pt`` (+ ``meta.json``), ``log.jsonl`` and ``last.pt``; an existing
+    ``last.pt`` from the same configuration is resumed. A one-line JSON summary goes to stdout.
     """
-    cfg = load_config(config_path)
-    domain = domain_of(cfg, corpus)
-    dom = cfg["domains"][domain]
-    if corpus != dom["corpus"]:
-        raise ConfigError(f"{corpus!r} is a task of domain {domain!r}, not its pretraining corpus ({dom['corpus']!r})")
-    model_cfg = dict(dom["model"])
-    max_len = int(model_cfg["max_len"])
+    model_cfg = thaw(job.model)
+    max_len = job.max_len
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only, less the
     # held-out slice of the diagnostic (the same rows for every method and seed)
     full = load_corpus(processed_dir, fold="train")
-    dcfg = {"heldout_samples": 1000, "mask_ratio": 0.3, "batch_size": 256, **cfg.get("pretrain_diagnostic", {})}
+    dcfg = thaw(job.diagnostic)
     held_idx, rest_idx = heldout_indices(len(full), int(dcfg["heldout_samples"]))
     heldout = full.subset(held_idx)
-    data = subsample(full.subset(rest_idx), dom.get("corpus_subsample"), seed)
+    data = subsample(full.subset(rest_idx), job.corpus_subsample, seed)
     spec = data.spec(max_len)
-    if method == NO_PRETRAINING:
+    if job.method == NO_PRETRAINING:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun one rank writes the file
             base = frequency_baseline(data)
-            write_untrained(out, cfg, domain, spec, model_cfg, seed, threads,
+            write_untrained(out, job, spec, seed, threads,
                             {"diagnostic": {"heldout_loss": None, "baseline": base, "ratio": None,
                                             "heldout_samples": len(heldout), "mask_ratio": float(dcfg["mask_ratio"])}})
-            print(json.dumps({"method": method, "steps": 0}), file=sys.stdout)
+            print(json.dumps({"method": job.method, "steps": 0}), file=sys.stdout)
         return
 
-    method_cfg = method_config(cfg, domain, method)
+    method_cfg = thaw(job.method_cfg)
     dctx, dev = ddp_util.setup(device)
     try:
         seed_everything(seed, threads)  # the model's initialization is part of the seeded run (same on every rank)
-        model = _build(method, spec, model_cfg, method_cfg)
-        summary = pretrain(model, data, pretrain_config(cfg, domain, method), max_len, out, seed, device=dev,
+        model = _build(job.method, spec, model_cfg, method_cfg)
+        summary = pretrain(model, data, job.train.as_dict(), max_len, out, seed, device=dev,
                            threads=threads, model_cfg=model_cfg, method_cfg=method_cfg,
                            final_meta=lambda m: {"diagnostic": diagnostic(m, heldout, data, max_len, dcfg, dev)})
         if dctx is None or dctx.is_main:

@@ -3,7 +3,8 @@ import copy
 import pytest
 import yaml
 
-from pipeline_src.config import ConfigError, load_config, load_registry, method_config, validate
+from pipeline_src.config import ConfigError, load_config, load_registry, validate
+from pipeline_src.spec import resolve_pretrain
 
 
 @pytest.fixture
@@ -51,10 +52,25 @@ def test_registry_errors_name_the_key(repo_root, tmp_path):
         load_registry(p)
 
 
-def test_method_config_merges_domain_overrides(repo_root):
+def test_pretrain_job_merges_domain_overrides(repo_root):
     cfg = load_config(repo_root / "config" / "config.yaml")
-    sma = method_config(cfg, "physics", "sma")
+    sma = resolve_pretrain(cfg, "higgs", "sma").method_cfg
     assert sma["mask_ratio"] == cfg["domains"]["physics"]["methods"]["sma"]["mask_ratio"]
     assert sma["num_per_query"] == cfg["methods"]["sma"]["num_per_query"]
     with pytest.raises(ConfigError, match="'nope'"):
-        method_config(cfg, "physics", "nope")
+        resolve_pretrain(cfg, "higgs", "nope")
+
+
+def test_pretrain_job_is_frozen_and_checks_override_keys(repo_root):
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    job = resolve_pretrain(cfg, "higgs", "random")
+    with pytest.raises(Exception):
+        job.train.lr = 1.0                                   # frozen dataclass
+    with pytest.raises(TypeError):
+        job.method_cfg["mask_ratio"] = 0.9                   # read-only mapping
+    assert job.settings()["pretrain"] == cfg["domains"]["physics"]["pretrain"]   # same keys and values as the YAML
+    cfg["domains"]["physics"]["pretrain_by_method"] = {"sma": {"lr": 3e-4}, "random": {"lrr": 1e-3}}
+    assert resolve_pretrain(cfg, "higgs", "sma").train.lr == 3e-4
+    assert resolve_pretrain(cfg, "higgs", "none").train.lr == cfg["domains"]["physics"]["pretrain"]["lr"]
+    with pytest.raises(ConfigError, match=r"domains\.physics\.pretrain \(with pretrain_by_method\.random\): unknown key 'lrr'"):
+        resolve_pretrain(cfg, "higgs", "random")

@@ -302,3 +302,24 @@ def test_finetune_curve_means_average_the_runs_per_epoch():
     m = finetune_curve_means("esol", results).set_index(["method", "epoch"])
     assert m.loc[("sma", 1), ["mean", "min", "max", "n"]].tolist() == [1.5, 1.0, 2.0, 2]
     assert m.loc[("sma", 2), ["mean", "n"]].tolist() == [0.5, 1]
+
+
+def test_predict_batches_by_length_and_keeps_the_row_order():
+    """Variable-length inputs: ``predict`` groups rows of similar length into a batch (less padding)
+    and returns the predictions in the order of the rows asked for, equal to one row at a time."""
+    from pipeline_src.evaluate.finetune import Head, predict
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(2, 9, size=23)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = rng.integers(34, 90, size=int(offsets[-1])).astype(np.uint8)
+    data = Encoded("discrete", np.array([f"m{i}" for i in range(23)], dtype=object), tokens=tokens, offsets=offsets)
+    y = rng.normal(size=23)
+    fold = _folds(15, 4, 4)
+    t = make_targets(y, fold, "regression", "rmse")
+    torch.manual_seed(0)
+    model = Head(_encoder(data), MODEL["dim"], t.out_dim)
+    idx = rng.permutation(23)[:17]
+    batched = predict(model, data, idx, MODEL["max_len"], t, 5, "cpu")
+    alone = np.array([predict(model, data, np.array([i]), MODEL["max_len"], t, 1, "cpu")[0] for i in idx])
+    np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-6)

@@ -186,7 +186,12 @@ def test_training_commands_hold_a_slot(sim: Path, monkeypatch):
 
     seen = []
     record = lambda *a, **k: seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))  # noqa: E731
+    import pipeline_src.config as config_mod
+    import pipeline_src.spec as spec_mod
+
     monkeypatch.setattr(pretrain_mod, "run_pretrain", record)
+    monkeypatch.setattr(config_mod, "load_config", lambda path: {})
+    monkeypatch.setattr(spec_mod, "resolve_pretrain", lambda cfg, corpus, method: None)
     monkeypatch.setattr(eval_run, "run_evaluate", record)
     monkeypatch.setenv("MASKBENCH_GPU_COUNT", "2")
     monkeypatch.setenv("MASKBENCH_GPU_WAIT_S", "5")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pipeline_src.data.encode import Encoded
+from pipeline_src.spec import resolve_pretrain
 from pipeline_src.train import pretrain as pretrain_cmd
 from pipeline_src.train.loop import load_pretrained, pretrain
 from test_train_support import toy_corpus
@@ -38,9 +39,12 @@ def _write_processed(d: Path, corpus: Encoded) -> None:
     pq.write_table(table, d / "table.parquet")
 
 
+def _job(corpus: str, method: str):
+    return resolve_pretrain(_config(), corpus, method)
+
+
 @pytest.fixture
-def processed(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setattr(pretrain_cmd, "load_config", lambda path: _config())
+def processed(tmp_path: Path) -> Path:
     d = tmp_path / "processed" / "moses"
     _write_processed(d, toy_corpus(80))
     return d
@@ -48,7 +52,7 @@ def processed(tmp_path: Path, monkeypatch) -> Path:
 
 def test_run_pretrain_random_then_load_pretrained(processed: Path, tmp_path: Path, capsys):
     out = tmp_path / "ckpt" / "moses" / "random"
-    pretrain_cmd.run_pretrain("config.yaml", "moses", "random", str(processed), str(out), seed=0, threads=1)
+    pretrain_cmd.run_pretrain(_job("moses", "random"), str(processed), str(out), seed=0, threads=1)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 6 and summary["finished"]
     assert len((out / "log.jsonl").read_text().splitlines()) == 6
@@ -63,8 +67,8 @@ def test_run_pretrain_random_then_load_pretrained(processed: Path, tmp_path: Pat
 
 def test_run_pretrain_none_writes_seeded_untrained_encoder(processed: Path, tmp_path: Path):
     a, b = tmp_path / "a", tmp_path / "b"
-    pretrain_cmd.run_pretrain("config.yaml", "moses", "none", str(processed), str(a), seed=3)
-    pretrain_cmd.run_pretrain("config.yaml", "moses", "none", str(processed), str(b), seed=3)
+    pretrain_cmd.run_pretrain(_job("moses", "none"), str(processed), str(a), seed=3)
+    pretrain_cmd.run_pretrain(_job("moses", "none"), str(processed), str(b), seed=3)
     method, meta = load_pretrained(a / "model.pt")
     assert meta["method"] == "none" and meta["steps"] == 0
     wa = torch.load(a / "model.pt", weights_only=True)["state_dict"]
@@ -74,9 +78,9 @@ def test_run_pretrain_none_writes_seeded_untrained_encoder(processed: Path, tmp_
     assert (a / "log.jsonl").read_text() == ""
 
 
-def test_run_pretrain_rejects_a_task_dataset(processed: Path, tmp_path: Path):
+def test_resolve_pretrain_rejects_a_task_dataset():
     with pytest.raises(ValueError, match="not its pretraining corpus"):
-        pretrain_cmd.run_pretrain("config.yaml", "esol", "random", str(processed), str(tmp_path / "x"))
+        _job("esol", "random")
 
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])

@@ -6,8 +6,8 @@ import sys
 import yaml
 
 from pipeline_src import plan as _plan
-from pipeline_src.config import (config_hash, effective_config_path, load_registry, pretrain_settings,
-                                 validate as _validate, write_effective_config)
+from pipeline_src.config import config_hash, effective_config_path, load_registry, validate as _validate, write_effective_config
+from pipeline_src.spec import resolve_pretrain
 
 # Snakemake evaluates a config file holding `__use_yte__: true` as a template before this code
 # runs; such files are refused, so no config of a run can be code.

@@ -1,0 +1,106 @@
+"""The run config resolved into typed, frozen objects: what one pretraining job runs.
+
+The raw config is a nested dict whose pieces combine in several places (``methods.<m>`` under
+``domains.<d>.methods.<m>``, ``domains.<d>.pretrain`` under ``pretrain_by_method.<m>``). They are
+merged once, here, into a :class:`PretrainJob`; the CLI resolves it and the training code takes
+it, never the dict. Merged values are checked by name, so a key that only an override carries
+(``pretrain_by_method`` is free-form in the schema) still fails with the key named.
+
+    job = resolve_pretrain(load_config("config/config.yaml"), "moses", "sma")
+    job.train.lr, job.method_cfg["mask_ratio"], job.settings()   # settings(): the rerun trigger
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .config import ConfigError, deep_merge, domain_of
+
+DIAGNOSTIC_DEFAULTS = {"heldout_samples": 1000, "mask_ratio": 0.3, "batch_size": 256}
+
+
+def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only deep copy (nested mappings read-only too)."""
+    return MappingProxyType({k: _frozen(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in d.items()})
+
+
+def thaw(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain, writable deep copy of a frozen mapping (for JSON, hashing and model builders)."""
+    return {k: thaw(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimizer and schedule of one pretraining run (``domains.<d>.pretrain`` + ``pretrain_by_method``)."""
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 100
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], where: str) -> "TrainSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        missing = [k for k in ("steps", "batch_size", "lr") if k not in d]
+        if missing:
+            raise ConfigError(f"{where}: missing key {missing[0]!r}")
+        try:
+            spec = cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        for key, ok in (("steps", isinstance(spec.steps, int) and spec.steps >= 0),
+                        ("batch_size", isinstance(spec.batch_size, int) and spec.batch_size >= 1),
+                        ("lr", isinstance(spec.lr, (int, float)) and spec.lr > 0),
+                        ("warmup_steps", isinstance(spec.warmup_steps, int) and spec.warmup_steps >= 0)):
+            if not ok:
+                raise ConfigError(f"{where}.{key}: invalid value {getattr(spec, key)!r}")
+        return spec
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PretrainJob:
+    """Everything a (corpus, method) pretraining job depends on besides its seed."""
+    domain: str
+    corpus: str
+    method: str
+    model: Mapping[str, Any]            # domains.<d>.model
+    train: TrainSpec
+    method_cfg: Mapping[str, Any]       # methods.<m> with domains.<d>.methods.<m> over it
+    corpus_subsample: int | None
+    diagnostic: Mapping[str, Any]       # pretrain_diagnostic, defaults filled
+
+    @property
+    def max_len(self) -> int:
+        return int(self.model["max_len"])
+
+    def settings(self) -> dict[str, Any]:
+        """What the job's result depends on (its rerun trigger and the checkpoint's settings)."""
+        return {"corpus": self.corpus, "subsample": self.corpus_subsample, "model": thaw(self.model),
+                "pretrain": self.train.as_dict(), "method": self.method, "method_cfg": thaw(self.method_cfg)}
+
+
+def resolve_pretrain(cfg: Mapping[str, Any], corpus: str, method: str) -> PretrainJob:
+    """The :class:`PretrainJob` of ``method`` on ``corpus`` (a domain's corpus) in a validated config."""
+    domain = domain_of(cfg, corpus)
+    d = cfg["domains"][domain]
+    if corpus != d["corpus"]:
+        raise ConfigError(f"{corpus!r} is a task of domain {domain!r}, not its pretraining corpus ({d['corpus']!r})")
+    if method not in cfg["methods"]:
+        raise ConfigError(f"method {method!r} has no entry under 'methods' in the config")
+    method_cfg = deep_merge(cfg["methods"][method], d.get("methods", {}).get(method, {}))
+    over = d.get("pretrain_by_method", {}).get(method, {})
+    where = f"domains.{domain}.pretrain" + (f" (with pretrain_by_method.{method})" if over else "")
+    train = TrainSpec.from_mapping(deep_merge(d["pretrain"], over), where)
+    return PretrainJob(domain=domain, corpus=corpus, method=method, model=_frozen(d["model"]), train=train,
+                       method_cfg=_frozen(method_cfg), corpus_subsample=d.get("corpus_subsample"),
+                       diagnostic=_frozen({**DIAGNOSTIC_DEFAULTS, **cfg.get("pretrain_diagnostic", {})}))
