@@ -194,7 +194,7 @@ def test_push_pull_round_trip_and_no_recompute(first_repro, tmp_path_factory):
     r = dvc(repo, "repro", "--force", "--single-item", "report")
     assert "Running stage 'report'" in r.stdout and "Running stage 'pretrain'" not in r.stdout
     upstream = [p for p in paths if p.startswith("data/") and p not in REPORT_STAGE_FILES
-                and not p.startswith(REPORT_STAGE_DIRS)]
+                and not f"{p}/".startswith(REPORT_STAGE_DIRS)]
     after = file_hashes(repo, upstream)
     assert after and after == {k: v for k, v in before.items() if k in after}
     assert (repo / "reports/all.md").exists() and (repo / "reports/metrics.json").exists()
