@@ -9,10 +9,21 @@ Mask selection (eq. 3-5), vectorized over the batch and padding-aware:
    over the chosen rows -> one score per key;
 3. mask the top round(n_valid * r) valid keys (per-sample k: one sort + rank comparison).
 
+Warm-up over the first ``warmup_steps`` steps, two ways (``warmup_style``):
+
+- ``per_sample`` (default): each sample's mask is the guided one with probability
+  step / warmup_steps, else a uniform random one;
+- ``mixed`` (as SMA's released code does it): every mask mixes a random part into the guided
+  one; the random share is rho(t) = (1 + cos(pi t / warmup_steps)) / 2, from 1 at step 0 to 0 at
+  the end of the warm-up. Of a sample's k masked tokens, the k - round(rho k) highest-scoring keys
+  are guided and the remaining round(rho k) are drawn uniformly from the other valid keys.
+
 The masked keys then get -inf before the first layer's softmax and are dropped after it, so no
 information flows from them (the encoder's ``encode_embedded(..., mask)``).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -20,8 +31,20 @@ from torch import Tensor
 from ..batch import Batch
 from ..models.attention import full_precision, score_dtype
 from .base import MaskedAutoencoder
-from .masking import num_masked, rank_mask
+from .masking import num_masked, random_mask, rank_mask
 from .registry import register
+
+
+WARMUP_STYLES = ("per_sample", "mixed")
+
+
+def random_share(step: int, warmup_steps: int, k: Tensor) -> Tensor:
+    """Masked tokens drawn at random at ``step`` of a ``mixed`` warm-up: round(rho k), half up, with
+    rho = (1 + cos(pi step / warmup_steps)) / 2 (0 from ``warmup_steps`` on). k: [B] -> [B] long."""
+    if step >= warmup_steps:
+        return torch.zeros_like(k)
+    rho = 0.5 * (1.0 + math.cos(math.pi * step / warmup_steps))
+    return torch.floor(k.to(torch.float64) * rho + 0.5).long()
 
 
 def num_queries(n_valid: Tensor, ratio: float | Tensor, num_per_query: float, n_available: Tensor) -> Tensor:
@@ -91,12 +114,14 @@ def select_mask(attn_logits: Tensor, key_padding_mask: Tensor, ratio: float | Te
 
 @register("sma")
 class SMA(MaskedAutoencoder):
-    defaults = {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 0}
+    defaults = {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 0, "warmup_style": "per_sample"}
 
     @torch.no_grad()
-    def guided_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None) -> Tensor:
+    def guided_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
+                    k: Tensor | None = None) -> Tensor:
         """Same result as ``select_mask`` on the full first-layer logits, but only the chosen
-        queries' logits are computed."""
+        queries' logits are computed. ``k`` [B]: mask this many top keys instead of
+        ``num_masked(n_valid, ratio)`` (the queries are still chosen for ``ratio``)."""
         enc, pad = self.encoder, batch.padding_mask
         b, n = pad.shape
         n_valid = (~pad).sum(1)
@@ -109,12 +134,22 @@ class SMA(MaskedAutoencoder):
         m = num_queries(n_valid, ratio, float(self.cfg["num_per_query"]), n_avail)
         idx, valid = choose_queries(noise, qpad, m)                   # [B, M]
         logits = enc.first_layer_logits(x_emb.detach(), pad, idx)     # [B, H, M, N]
-        return mask_from_logits(logits, valid, pad, num_masked(n_valid, ratio))
+        return mask_from_logits(logits, valid, pad, num_masked(n_valid, ratio) if k is None else k)
 
     def make_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
                   step: int) -> tuple[Tensor, dict[str, float]]:
-        mask = self.guided_mask(batch, x_emb, ratio, generator)
         warmup = int(self.cfg.get("warmup_steps", 0) or 0)
+        style = str(self.cfg.get("warmup_style", "per_sample"))
+        if style not in WARMUP_STYLES:
+            raise ValueError(f"method {self.name!r}: warmup_style {style!r} unknown (known: {', '.join(WARMUP_STYLES)})")
+        if step < warmup and style == "mixed":
+            k = num_masked(batch.n_valid, ratio)                          # [B]
+            k_random = random_share(step, warmup, k)
+            guided = self.guided_mask(batch, x_emb, ratio, generator, k - k_random)
+            noise = self.position_noise(*guided.shape, generator, guided.device)
+            mask = guided | random_mask(noise, batch.padding_mask | guided, k_random)
+            return mask, {"guided_fraction": float(1.0 - k_random.sum() / k.sum().clamp(min=1))}
+        mask = self.guided_mask(batch, x_emb, ratio, generator)
         if step >= warmup:
             return mask, {"guided_fraction": 1.0}
         # warm-up: each sample uses the guided mask with probability step / warmup_steps

@@ -11,7 +11,7 @@ from .sma import SMA
 
 @register("sma_r2")
 class SMAR2(SMA):
-    defaults = {"ratio_min": 0.15, "ratio_max": 0.6, "num_per_query": 4, "warmup_steps": 0}
+    defaults = {"ratio_min": 0.15, "ratio_max": 0.6, "num_per_query": 4, "warmup_steps": 0, "warmup_style": "per_sample"}
 
     def sample_ratio(self, batch_size: int, generator: torch.Generator | None,
                      device: torch.device) -> Tensor:

@@ -143,6 +143,31 @@ def test_sma_warmup_mixes_random_and_guided() -> None:
     assert m(batch, g, step=100).stats["guided_fraction"] == 1.0
 
 
+def test_sma_mixed_warmup_hand_computed() -> None:
+    """``warmup_style: mixed`` (SMA's released code): rho(t) = (1 + cos(pi t / T)) / 2 of each mask
+    is random, the rest the top guided keys. T = 100, k = 10: rho(0) = 1 -> 10 random; rho(25) =
+    (1 + cos(pi/4)) / 2 = 0.8536 -> round(8.536) = 9; rho(50) = 0.5 -> 5; rho(75) = 0.1464 -> 1;
+    rho(100) = 0 -> none."""
+    k = torch.tensor([10, 10, 0])
+    assert [sma_module.random_share(t, 100, k).tolist() for t in (0, 25, 50, 75, 100, 150)] == [
+        [10, 10, 0], [9, 9, 0], [5, 5, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]]
+    cfg = {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 100, "warmup_style": "mixed"}
+    m = build_method("sma", spec(), MODEL, cfg)
+    batch = encode_strings(["C" * N] * 4 + smiles_like(4, 3))
+    x_emb = m.encoder.embed(batch)
+    k = sma_module.num_masked(batch.n_valid, torch.full((8,), 0.3, dtype=torch.float64))
+    mask, stats = m.make_mask(batch, x_emb, torch.full((8,), 0.3, dtype=torch.float64), torch.Generator().manual_seed(1), 50)
+    assert torch.equal(mask.sum(1), k) and not (mask & batch.padding_mask).any()   # k per sample, valid keys only
+    # the guided part is exactly the top (k - round(k / 2)) keys of an SMA mask drawn with the same generator state
+    guided = m.guided_mask(batch, x_emb, torch.full((8,), 0.3, dtype=torch.float64), torch.Generator().manual_seed(1),
+                           k - sma_module.random_share(50, 100, k))
+    assert (mask & guided).sum() == guided.sum()
+    assert stats["guided_fraction"] == pytest.approx(float(1 - sma_module.random_share(50, 100, k).sum() / k.sum()))
+    with pytest.raises(ValueError, match="warmup_style 'nope'"):
+        build_method("sma", spec(), MODEL, {**cfg, "warmup_style": "nope"}).make_mask(
+            batch, x_emb, torch.full((8,), 0.3, dtype=torch.float64), None, 0)
+
+
 def test_r2mae_ratios_cover_range() -> None:
     m = build("r2mae")
     r = m.sample_ratio(20000, torch.Generator().manual_seed(0), torch.device("cpu"))
