@@ -5,10 +5,13 @@ Z = f(S); one gradient step on Z (second order, ``create_graph=True``) on the re
 S plus the Nearby-S tokens N(S; r_s) ⊂ Q, |N| = round(r_s |Q|); the query loss with the adapted
 Z* (eq. 2); plus lambda * the task-contrastive NT-Xent between projected pooled Z and Z* (eq. 3-5).
 
-"Nearby" without a domain prior: the paper picks the query tokens near the support tokens. Here
-nearness is measured in the model's own learned positional-embedding space (cosine similarity of
-P rows, a soft maximum over the sample's visible positions), which needs no notion of adjacency
-in index order and permutes with the tokens, so the method stays domain-agnostic (SMA eq. 1).
+"Nearby" without a domain prior (``nearby: embedding``, the default): the paper picks the query
+tokens near the support tokens. Here nearness is measured in the model's own learned
+positional-embedding space (cosine similarity of P rows, a soft maximum over the sample's visible
+positions), which needs no notion of adjacency in index order and permutes with the tokens, so the
+method stays domain-agnostic (SMA eq. 1). ``nearby: index`` is the released code's choice: the
+masked tokens at index i +- 1 of a visible token i, each kept with probability r; it assumes that
+neighbours in index order belong together, so a run with it is marked not domain-agnostic.
 """
 from __future__ import annotations
 
@@ -52,13 +55,30 @@ def nearby_mask(pos: Tensor, visible: Tensor, candidates: Tensor, count: Tensor,
     return rank_mask(score, ~candidates, count, largest=True)
 
 
+NEARBY = ("embedding", "index")
+
+
+@torch.no_grad()
+def index_nearby(visible: Tensor, candidates: Tensor, noise: Tensor, keep: float) -> Tensor:
+    """The released code's Nearby-S: candidates at index i - 1 or i + 1 of a visible token i, each
+    kept when its ``noise`` (uniform [B, N]) is below ``keep``. visible, candidates: [B, N] bool."""
+    left = torch.zeros_like(visible)
+    left[:, 1:] = visible[:, :-1]                                    # token i - 1 is visible
+    right = torch.zeros_like(visible)
+    right[:, :-1] = visible[:, 1:]                                   # token i + 1 is visible
+    return (left | right) & candidates & (noise < keep)
+
+
 @register("metamae")
 class MetaMAE(Method):
     defaults = {"mask_ratio": 0.5, "support_ratio": 0.1, "inner_lr": 0.1, "contrastive_weight": 0.1,
-                "temperature": 0.5, "decoder_depth": 2, "first_order": False}
+                "temperature": 0.5, "decoder_depth": 2, "first_order": False, "nearby": "embedding"}
 
     def __init__(self, spec: InputSpec, model_cfg: dict, method_cfg: dict) -> None:
         super().__init__(spec, model_cfg, method_cfg)
+        if self.cfg["nearby"] not in NEARBY:
+            raise ValueError(f"method 'metamae': nearby {self.cfg['nearby']!r} unknown (known: {', '.join(NEARBY)})")
+        self.domain_agnostic = self.cfg["nearby"] == "embedding"     # index neighbours are a domain prior
         dim = int(model_cfg["dim"])
         self.decoder = TransformerDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
                                           int(model_cfg.get("decoder_heads", model_cfg["heads"])),
@@ -67,13 +87,20 @@ class MetaMAE(Method):
         self.projector = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                        nn.Linear(hidden, max(dim // 2, 1)))
 
+    def nearby(self, visible: Tensor, query: Tensor, generator: torch.Generator | None) -> Tensor:
+        """N(S; r) within the query set: [B, N] bool (see the module docstring for the two choices)."""
+        r = float(self.cfg["support_ratio"])
+        if self.cfg["nearby"] == "index":
+            return index_nearby(visible, query, self.uniform(tuple(query.shape), generator, query.device), r)
+        n_near = torch.floor(query.sum(1).double() * r + 0.5).long()
+        return nearby_mask(self.encoder.embedding.pos[:query.shape[1]].detach(), visible, query, n_near)
+
     def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
         """The query loss of ``mask`` after the inner step on the latent (support: the visible and
         Nearby-S tokens), as in training; no contrastive term."""
         pad, kind = batch.padding_mask, self.spec.kind
         visible = ~pad & ~mask
-        n_near = torch.floor(mask.sum(1).double() * float(self.cfg["support_ratio"]) + 0.5).long()
-        near = nearby_mask(self.encoder.embedding.pos[:pad.shape[1]].detach(), visible, mask, n_near)
+        near = self.nearby(visible, mask, torch.Generator(device=pad.device).manual_seed(0))
         with torch.enable_grad():
             enc = self.encoder.encode(batch, mask)
             z = enc.h.detach().requires_grad_(True)                                          # [B, L, D]
@@ -93,8 +120,7 @@ class MetaMAE(Method):
         noise = self.position_noise(b, n, generator, pad.device)
         mask = random_mask(noise, pad, num_masked(n_valid, float(self.cfg["mask_ratio"])))  # Q
         visible = ~pad & ~mask                                                              # S
-        n_near = torch.floor(mask.sum(1).double() * float(self.cfg["support_ratio"]) + 0.5).long()
-        near = nearby_mask(self.encoder.embedding.pos[:n].detach(), visible, mask, n_near)  # N(S; r)
+        near = self.nearby(visible, mask, generator)                                        # N(S; r)
 
         enc = self.encoder.encode(batch, mask)
         z, z_pad = enc.h, enc.padding_mask                                                  # [B, L, D]

@@ -168,6 +168,29 @@ def test_sma_mixed_warmup_hand_computed() -> None:
             batch, x_emb, torch.full((8,), 0.3, dtype=torch.float64), None, 0)
 
 
+def test_metamae_index_nearby_hand_computed() -> None:
+    """``nearby: index`` (MetaMAE's released code): masked tokens at i +- 1 of a visible token i,
+    each kept when its noise is below r. Visible 0, 3, 7 of 8 (pad at 7 in the second row):
+    candidates 1 (next to 0), 2 and 4 (next to 3), 6 (next to 7); 5 touches no visible token."""
+    from pipeline_src.methods.metamae import index_nearby
+
+    visible = torch.tensor([[1, 0, 0, 1, 0, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    pad = torch.tensor([[0] * 8, [0] * 7 + [1]], dtype=torch.bool)
+    query = ~visible & ~pad
+    every = index_nearby(visible, query, torch.zeros(2, 8), 0.5)
+    assert every[0].nonzero().flatten().tolist() == [1, 2, 4, 6]
+    assert every[1].nonzero().flatten().tolist() == [1, 2, 4]                # 7 is padding, so 6 has no visible neighbour
+    noise = torch.tensor([[0.9, 0.1, 0.7, 0.0, 0.2, 0.0, 0.6, 0.0]] * 2)
+    assert index_nearby(visible, query, noise, 0.5)[0].nonzero().flatten().tolist() == [1, 4]
+    assert not index_nearby(visible, query, torch.zeros(2, 8), 0.0).any()
+    m = build_method("metamae", spec(), MODEL, {**METHOD_CFG["metamae"], "nearby": "index"})
+    assert m.domain_agnostic is False and build("metamae").domain_agnostic is True
+    out = m(encode_strings(smiles_like(8, 1)), torch.Generator().manual_seed(0))
+    assert math.isfinite(float(out.loss.detach()))
+    with pytest.raises(ValueError, match="nearby 'nope'"):
+        build_method("metamae", spec(), MODEL, {**METHOD_CFG["metamae"], "nearby": "nope"})
+
+
 def test_r2mae_ratios_cover_range() -> None:
     m = build("r2mae")
     r = m.sample_ratio(20000, torch.Generator().manual_seed(0), torch.device("cpu"))
