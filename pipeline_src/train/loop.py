@@ -240,8 +240,9 @@ def _checkpoint(run: _Run) -> None:
     run.saved_step = run.step
 
 
-def _step(run: _Run, corpus: Encoded, max_len: int, grad_clip: float | None) -> dict[str, Any]:
-    """One optimizer step on the next global batch; returns the step's log record (without timing)."""
+def _step(run: _Run, corpus: Encoded, max_len: int, grad_clip: float | None) -> tuple[dict[str, Any], int]:
+    """One optimizer step on the next global batch; returns the step's statistics and its number of
+    non-padding tokens (timing is added by :func:`_log`)."""
     idx, weight = run.sampler.next_batch(), 1.0
     n_global = len(idx)
     if run.world > 1:
@@ -275,18 +276,14 @@ def _step(run: _Run, corpus: Encoded, max_len: int, grad_clip: float | None) -> 
     run.last_loss = loss_value
     run.tokens_seen += n_tokens
     stats = {k: float(v) for k, v in out.stats.items()}
-    rec = {"step": run.step, "loss": loss_value, "lr": lr, "mask_ratio": stats.get("mask_ratio"),
-           "n_tokens": n_tokens, "grad_norm": grad_norm}
+    return {"lr": lr, "grad_norm": grad_norm, **stats}, n_tokens
+
+
+def _log(run: _Run, stats: dict[str, Any], n_tokens: int, dt: float, log) -> None:
+    """One ``log.jsonl`` line: kept for the checkpoint and appended to the file (rank 0)."""
+    rec = {"step": run.step, "loss": run.last_loss, "lr": stats["lr"], "mask_ratio": stats.get("mask_ratio"),
+           "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": run.elapsed, "grad_norm": stats["grad_norm"]}
     rec.update((k, v) for k, v in stats.items() if k not in rec)
-    return rec
-
-
-def _log(run: _Run, rec: dict[str, Any], dt: float, log) -> None:
-    """Time the record, keep it for the checkpoint and append it to ``log.jsonl`` (rank 0)."""
-    n_tokens = rec.pop("n_tokens")
-    rec = {**{k: rec[k] for k in ("step", "loss", "lr", "mask_ratio")},
-           "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": run.elapsed,
-           **{k: v for k, v in rec.items() if k not in ("step", "loss", "lr", "mask_ratio")}}
     run.log_lines.append(json.dumps(rec))
     if log is not None:
         log.write(run.log_lines[-1] + "\n")
@@ -335,11 +332,11 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     try:
         t_prev = time.perf_counter()
         while run.step < end:
-            rec = _step(run, corpus, max_len, grad_clip)
+            stats, n_tokens = _step(run, corpus, max_len, grad_clip)
             t_now = time.perf_counter()
             dt, t_prev = t_now - t_prev, t_now
             run.elapsed += dt
-            _log(run, rec, dt, log)
+            _log(run, stats, n_tokens, dt, log)
             bar.update(1)
             bar.set_postfix(loss=f"{run.last_loss:.4f}", refresh=False)
             if run.step % checkpoint_every == 0 or run.step == end:
