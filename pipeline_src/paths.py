@@ -34,9 +34,12 @@ def checkpoint_path(corpus: str, method: str, seed: int, root: str | Path = "dat
     return f"{checkpoint_dir(corpus, method, seed, root)}/model.pt"
 
 
+META_FILE = "meta.json"   # beside model.pt: its metadata as JSON
+
+
 def meta_path(corpus: str, method: str, seed: int, root: str | Path = "data/checkpoints") -> str:
     """``model.pt``'s metadata as JSON (what the report reads of a pretraining run)."""
-    return f"{checkpoint_dir(corpus, method, seed, root)}/meta.json"
+    return f"{checkpoint_dir(corpus, method, seed, root)}/{META_FILE}"
 
 
 def masks_path(corpus: str, method: str, root: str | Path = "data/masks") -> str:

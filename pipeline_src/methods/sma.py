@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..batch import Batch
+from ..batch import Batch, InputSpec
 from ..models.attention import full_precision, score_dtype
 from .base import MaskedAutoencoder
 from .masking import num_masked, random_mask, rank_mask
@@ -116,6 +116,12 @@ def select_mask(attn_logits: Tensor, key_padding_mask: Tensor, ratio: float | Te
 class SMA(MaskedAutoencoder):
     defaults = {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 0, "warmup_style": "per_sample"}
 
+    def __init__(self, spec: InputSpec, model_cfg: dict, method_cfg: dict) -> None:
+        super().__init__(spec, model_cfg, method_cfg)
+        if self.cfg["warmup_style"] not in WARMUP_STYLES:
+            raise ValueError(f"method {self.name!r}: warmup_style {self.cfg['warmup_style']!r} unknown "
+                             f"(known: {', '.join(WARMUP_STYLES)})")
+
     @torch.no_grad()
     def guided_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
                     k: Tensor | None = None) -> Tensor:
@@ -139,10 +145,7 @@ class SMA(MaskedAutoencoder):
     def make_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
                   step: int) -> tuple[Tensor, dict[str, float]]:
         warmup = int(self.cfg.get("warmup_steps", 0) or 0)
-        style = str(self.cfg.get("warmup_style", "per_sample"))
-        if style not in WARMUP_STYLES:
-            raise ValueError(f"method {self.name!r}: warmup_style {style!r} unknown (known: {', '.join(WARMUP_STYLES)})")
-        if step < warmup and style == "mixed":
+        if step < warmup and self.cfg["warmup_style"] == "mixed":
             k = num_masked(batch.n_valid, ratio)                          # [B]
             k_random = random_share(step, warmup, k)
             guided = self.guided_mask(batch, x_emb, ratio, generator, k - k_random)

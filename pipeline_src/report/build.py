@@ -411,7 +411,7 @@ def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_
             try:
                 draws = read_mask_draws(path)
                 fig = mask_figure(draws, figures_dir / f"mask_{corpus}_{method}.png")
-            except Exception as e:  # one broken checkpoint must not stop the report
+            except Exception as e:  # one broken mask file must not stop the report
                 lines.append(f"- {corpus} / {method}: no figure ({type(e).__name__}: {e}).")
                 continue
             lines += ["", f"**{dom} — {corpus}, `{method}`** (mask ratio {draws.ratio:.2f})", "",

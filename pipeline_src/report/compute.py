@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..paths import meta_path
+
 COST_COLUMNS = ["domain", "corpus", "method", "seed", "steps", "job_wall_s", "train_wall_s", "tokens_per_s",
                 "peak_memory_mb", "max_rss_mb", "final_loss", "baseline", "final_loss_ratio", "heldout_loss",
                 "heldout_ratio", "device", "domain_agnostic"]
@@ -78,7 +80,7 @@ def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/che
         corpus = d["corpus"]
         for method in cfg.get("methods_run", []):
             for seed in pretrain_seeds(cfg, domain):
-                meta = _meta(Path(checkpoints_root) / corpus / method / f"seed{seed}" / "meta.json")
+                meta = _meta(Path(meta_path(corpus, method, seed, checkpoints_root)))
                 bench = read_benchmark(Path(benchmarks_root) / "pretrain" / corpus / method / f"seed{seed}.tsv")
                 if meta is not None:
                     metas[(corpus, method, seed)] = meta

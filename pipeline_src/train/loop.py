@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..atomic import write_json_atomic
 from ..batch import InputSpec
+from ..paths import META_FILE
 from ..data.encode import Encoded
 from .checkpoint import atomic_save, load_checkpoint, load_verified, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
 from . import distributed as ddp_util
@@ -41,7 +42,6 @@ from .devices import autocast, peak_memory_bytes, pick_device, seed_everything
 
 CHECKPOINT_NAME = "last.pt"
 MODEL_NAME = "model.pt"
-META_NAME = "meta.json"
 LOG_NAME = "log.jsonl"
 # keys of the pretrain config that do not change the trajectory, so they stay out of the run hash
 _HASH_EXEMPT = {"checkpoint_every"}
@@ -112,7 +112,7 @@ def save_model_file(path: str | Path, method: nn.Module, meta: dict[str, Any]) -
     reads that file and never loads a checkpoint."""
     state = _cpu_state_dict(method)
     encoder_params = sum(int(v.numel()) for k, v in state.items() if k.startswith("encoder."))
-    write_json_atomic(Path(path).with_name(META_NAME), {**meta, "encoder_params": encoder_params})
+    write_json_atomic(Path(path).with_name(META_FILE), {**meta, "encoder_params": encoder_params})
     atomic_save({"state_dict": state, "meta": meta}, path)
 
 

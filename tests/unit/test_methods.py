@@ -164,8 +164,7 @@ def test_sma_mixed_warmup_hand_computed() -> None:
     assert (mask & guided).sum() == guided.sum()
     assert stats["guided_fraction"] == pytest.approx(float(1 - sma_module.random_share(50, 100, k).sum() / k.sum()))
     with pytest.raises(ValueError, match="warmup_style 'nope'"):
-        build_method("sma", spec(), MODEL, {**cfg, "warmup_style": "nope"}).make_mask(
-            batch, x_emb, torch.full((8,), 0.3, dtype=torch.float64), None, 0)
+        build_method("sma", spec(), MODEL, {**cfg, "warmup_style": "nope"})
 
 
 def test_metamae_index_nearby_hand_computed() -> None:
