@@ -89,6 +89,30 @@ def cmd_masks(a: argparse.Namespace) -> None:
     print(f"masks {a.corpus}: {write_masks(a.model, a.processed, a.corpus, a.out)}")
 
 
+def cmd_dvc_stages(a: argparse.Namespace) -> None:
+    from .atomic import write_bytes_atomic
+    from .stages import load_run_config, stages_text
+
+    cfg, registry, run_config = load_run_config(a.params)
+    write_bytes_atomic(a.out, stages_text(cfg, registry, run_config).encode())
+    print(f"{a.out}: the DVC stages of {run_config}")
+
+
+def cmd_dvc_plan(a: argparse.Namespace) -> None:
+    from .stages import check_stages_file, load_run_config, write_specs
+
+    cfg, registry, run_config = load_run_config(a.params)
+    check_stages_file(a.stages, cfg, registry, run_config)
+    print(f"{a.out}: {write_specs(cfg, registry, a.out)} stage specs of {run_config}")
+
+
+def cmd_targets(a: argparse.Namespace) -> None:
+    from .stages import load_run_config, targets
+
+    cfg, registry, _ = load_run_config(a.params)
+    print("\n".join(targets(cfg, registry, corpus=a.corpus, dataset=a.dataset, method=a.method)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline_src", description="maskbench pipeline steps (each Snakemake rule calls one)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -176,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=metrics_main)
 
     from .report.provenance import add_arguments as provenance_arguments, main_from_args as provenance_main
+
+    s = sub.add_parser("dvc-stages", help="params.yaml's run_config -> dvc_stages.yaml (the foreach lists of dvc.yaml)")
+    s.add_argument("--params", default="params.yaml")
+    s.add_argument("--out", default="dvc_stages.yaml")
+    s.set_defaults(func=cmd_dvc_stages)
+
+    s = sub.add_parser("dvc-plan", help="one spec per DVC stage (its settings and the sha256 of the code it reads) -> data/plan/")
+    s.add_argument("--params", default="params.yaml")
+    s.add_argument("--stages", default="dvc_stages.yaml", help="checked against the run config first")
+    s.add_argument("--out", default="data/plan")
+    s.set_defaults(func=cmd_dvc_plan)
+
+    s = sub.add_parser("targets", help="the Snakemake targets of one DVC stage, one per line")
+    s.add_argument("--params", default="params.yaml")
+    s.add_argument("--method", required=True)
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--corpus", help="a pretraining stage: the (corpus, method)'s checkpoints")
+    g.add_argument("--dataset", help="an evaluation stage: the (task, method)'s results")
+    s.set_defaults(func=cmd_targets)
 
     s = sub.add_parser("provenance", help="software versions, git commit, effective config, hardware -> reports/pipeline_info/")
     provenance_arguments(s)

@@ -3,11 +3,13 @@
 The repo is a copy of the project whose config/config.yaml is the CI config cut down to the
 physics domain (HIGGS fixture), two methods and one seed, so that `dvc repro` of every stage
 stays around a minute on 2 cores; the run config is switched through params.yaml
-(`run_config`), the way a user switches configs. Tests run in file order and share the repo.
+(`run_config`) and the stage lists rewritten (`python -m pipeline_src dvc-stages`), the way a user
+switches configs. Tests run in file order and share the repo.
 """
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from pipeline_src.config import deep_merge
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-COPY = ["Snakefile", "workflow", "config", "tests/fixtures", "pipeline_src", "dvc.yaml", "params.yaml",
+COPY = ["Snakefile", "workflow", "config", "tests/fixtures", "pipeline_src", "dvc.yaml", "params.yaml", "dvc_stages.yaml",
         ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore"]
 BIN = Path(sys.executable).parent
 OVERLAY = "config/dvc_ci.yaml"
@@ -96,6 +98,12 @@ def repo(tmp_path_factory) -> Path:
     params = yaml.safe_load((wd / "params.yaml").read_text())
     params["run_config"] = OVERLAY
     (wd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the committed stage lists are the quick default's: the plan stage refuses them for this config
+    r = subprocess.run([sys.executable, "-m", "pipeline_src", "dvc-plan", "--out", "data/plan"], cwd=wd,
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "python -m pipeline_src dvc-stages" in r.stderr, r.stderr
+    shutil.rmtree(wd / "data/plan", ignore_errors=True)
+    run(wd, sys.executable, "-m", "pipeline_src", "dvc-stages")
     run(wd, "git", "init", "-q")
     run(wd, "git", "add", "-A")
     run(wd, "git", "commit", "-q", "-m", "project copy")
@@ -109,10 +117,14 @@ def first_repro(repo):
     return repo, r, time.monotonic() - t0
 
 
+def ran_stages(stdout: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
+
+
 def test_repro_builds_every_stage(first_repro):
     repo, r, _ = first_repro
-    for stage in ("data", "pretrain", "evaluate", "report"):
-        assert f"Running stage '{stage}'" in r.stdout, r.stdout[-3000:]
+    assert ran_stages(r.stdout) == {"data", "plan", "pretrain@higgs-none", "pretrain@higgs-sma",
+                                    "evaluate@higgs-none", "evaluate@higgs-sma", "report"}, r.stdout[-3000:]
     assert (repo / "data/processed/higgs/table.parquet").exists()
     for m in ("none", "sma"):
         assert (repo / f"data/checkpoints/higgs/{m}/seed0/model.pt").exists()
@@ -120,7 +132,9 @@ def test_repro_builds_every_stage(first_repro):
     assert "HIGGS" in (repo / "reports/all.md").read_text()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["data"]["params"]["params.yaml"]["run_config"] == OVERLAY
-    assert lock["stages"]["pretrain"]["params"]["config/config.yaml"]["methods_run"] == ["none", "sma"]
+    spec = json.loads((repo / "data/plan/pretrain/higgs/sma.json").read_text())
+    assert spec["seeds"] == [0] and "pipeline_src/methods/sma.py" in spec["code"]
+    assert "pipeline_src/methods/span.py" not in spec["code"]
 
 
 def test_metrics_and_plots(first_repro):
@@ -175,7 +189,7 @@ def test_push_pull_round_trip_and_no_recompute(first_repro, tmp_path_factory):
     remote = tmp_path_factory.mktemp("dvc_remote")
     dvc(repo, "remote", "add", "--local", "-d", "ci", str(remote))  # .dvc/config.local, never committed
     paths = out_paths(repo)
-    assert {"data/checkpoints", "data/processed", "data/results", "reports/metrics.json"} <= set(paths)
+    assert {"data/checkpoints/higgs/sma", "data/processed", "data/results/higgs/sma", "reports/metrics.json"} <= set(paths)
     before = file_hashes(repo, paths)
     dvc(repo, "push")
     for p in paths:
@@ -192,9 +206,26 @@ def test_push_pull_round_trip_and_no_recompute(first_repro, tmp_path_factory):
     # Snakemake recompute anything upstream of it: every upstream output, log and benchmark file
     # (logs and benchmarks hold timings, a rerun job rewrites them) stays byte-identical
     r = dvc(repo, "repro", "--force", "--single-item", "report")
-    assert "Running stage 'report'" in r.stdout and "Running stage 'pretrain'" not in r.stdout
+    assert ran_stages(r.stdout) == {"report"}, r.stdout[-3000:]
     upstream = [p for p in paths if p.startswith("data/") and p not in REPORT_STAGE_FILES
                 and not f"{p}/".startswith(REPORT_STAGE_DIRS)]
     after = file_hashes(repo, upstream)
     assert after and after == {k: v for k, v in before.items() if k in after}
     assert (repo / "reports/all.md").exists() and (repo / "reports/metrics.json").exists()
+
+
+def test_editing_one_method_reruns_only_its_stages(first_repro):
+    """A change to pipeline_src/methods/sma.py reruns sma's pretraining and evaluation (and the
+    plan and the report); the `none` stages and their files are left as they are."""
+    repo, _, _ = first_repro
+    none_files = file_hashes(repo, ["data/checkpoints/higgs/none", "data/results/higgs/none"])
+    sma_model = repo / "data/checkpoints/higgs/sma/seed0/model.pt"
+    sma_mtime = sma_model.stat().st_mtime_ns
+    src = repo / "pipeline_src/methods/sma.py"
+    src.write_text(src.read_text() + "\n# an edit that changes this module's hash\n")
+    st = dvc(repo, "status").stdout
+    assert "plan:" in st and "pretrain@higgs-none" not in st, st
+    r = dvc(repo, "repro")
+    assert ran_stages(r.stdout) == {"plan", "pretrain@higgs-sma", "evaluate@higgs-sma", "report"}, r.stdout[-3000:]
+    assert sma_model.stat().st_mtime_ns != sma_mtime
+    assert file_hashes(repo, ["data/checkpoints/higgs/none", "data/results/higgs/none"]) == none_files
