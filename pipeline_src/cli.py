@@ -74,9 +74,13 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     # the encoder runs on the device for finetune and for the linear protocol's features; the
     # classical baselines run on the CPU
     with job_slot(a.device) if a.protocol != "classical" else contextlib.nullcontext():
+        from .config import load_config, load_registry
         from .evaluate.run import run_evaluate
+        from .spec import resolve_evaluate
 
-        run_evaluate(a.config, a.dataset, a.method, a.protocol, a.processed, a.out,
+        cfg = load_config(a.config)
+        job = resolve_evaluate(cfg, load_registry(cfg["registry"]), a.dataset, a.method, a.protocol)  # resolved once
+        run_evaluate(job, a.processed, a.out,
                      features=a.features, model=a.model, device=a.device, threads=a.threads)
 
 

@@ -1,4 +1,4 @@
-"""The run config resolved into typed, frozen objects: what one pretraining job runs.
+"""The run config resolved into typed, frozen objects: what one pretraining or evaluation job runs.
 
 The raw config is a nested dict whose pieces combine in several places (``methods.<m>`` under
 ``domains.<d>.methods.<m>``, ``domains.<d>.pretrain`` under ``pretrain_by_method.<m>``). They are
@@ -8,6 +8,7 @@ it, never the dict. Merged values are checked by name, so a key that only an ove
 
     job = resolve_pretrain(load_config("config/config.yaml"), "moses", "sma")
     job.train.lr, job.method_cfg["mask_ratio"], job.settings()   # settings(): the rerun trigger
+    ev = resolve_evaluate(cfg, registry, "bbbp", "sma", "finetune")   # ev.finetune.epochs, ev.settings_hash
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .config import ConfigError, deep_merge, domain_of
+from .plan import PROTOCOLS, eval_settings_hash, finetune_settings
 
 DIAGNOSTIC_DEFAULTS = {"heldout_samples": 1000, "mask_ratio": 0.3, "batch_size": 256}
 
@@ -29,6 +31,87 @@ def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
 def thaw(d: Mapping[str, Any]) -> dict[str, Any]:
     """A plain, writable deep copy of a frozen mapping (for JSON, hashing and model builders)."""
     return {k: thaw(v) if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in d.items()}
+
+
+def _unknown_keys(d: Mapping[str, Any], cls: type, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """The finetuning recipe of one task (``evaluate.finetune`` with ``domains.<d>.finetune`` over
+    it, less the plan keys ``tasks`` / ``split_kinds``); ``lrs``, when set, is a grid chosen on valid."""
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1.0e-4
+    lrs: tuple[float, ...] | None = None
+    weight_decay: float = 0.01
+    patience: int = 10
+    warmup_frac: float = 0.0
+    schedule: str = "constant"
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], where: str) -> "FinetuneSpec":
+        _unknown_keys(d, cls, where)
+        vals = dict(d)
+        if vals.get("lrs") is not None:
+            vals["lrs"] = tuple(float(v) for v in vals["lrs"])
+        spec = cls(**vals)
+        for key, ok in (("epochs", isinstance(spec.epochs, int) and spec.epochs >= 1),
+                        ("batch_size", isinstance(spec.batch_size, int) and spec.batch_size >= 1),
+                        ("lr", isinstance(spec.lr, (int, float)) and spec.lr > 0),
+                        ("patience", isinstance(spec.patience, int) and spec.patience >= 1),
+                        ("warmup_frac", 0.0 <= float(spec.warmup_frac) <= 1.0),
+                        ("schedule", spec.schedule in ("constant", "cosine", "linear"))):
+            if not ok:
+                raise ConfigError(f"{where}.{key}: invalid value {getattr(spec, key)!r}")
+        return spec
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return list(self.lrs) if self.lrs else [float(self.lr)]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lrs"] = list(self.lrs) if self.lrs is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """Everything a (task, method, protocol) evaluation job depends on besides its input files."""
+    dataset: str
+    method: str
+    protocol: str
+    task: str                       # the registry's task type: classification, regression, ...
+    metric: str
+    max_train_rows: int | None
+    min_class_examples: int
+    feature_batch_size: int
+    finetune: FinetuneSpec | None   # the finetune protocol only
+    settings_hash: str              # recorded in every result; the report refuses a stale one
+
+
+def resolve_evaluate(cfg: Mapping[str, Any], registry: Mapping[str, Mapping[str, Any]], dataset: str,
+                     method: str, protocol: str) -> EvalJob:
+    """The :class:`EvalJob` of ``method`` on task ``dataset`` under ``protocol`` in a validated config."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    if dataset not in registry:
+        raise ConfigError(f"{cfg['registry']}: no dataset named {dataset!r}")
+    domain = domain_of(cfg, dataset)
+    entry, ev = registry[dataset], cfg["evaluate"]
+    ft = None
+    if protocol == "finetune":
+        where = "evaluate.finetune" + (f" (with domains.{domain}.finetune)" if cfg["domains"][domain].get("finetune") else "")
+        ft = FinetuneSpec.from_mapping(finetune_settings(cfg, domain), where)
+    return EvalJob(dataset=dataset, method=method, protocol=protocol, task=entry["task"], metric=entry["metric"],
+                   max_train_rows=ev["max_train_rows"], min_class_examples=int(ev["min_class_examples"]),
+                   feature_batch_size=int(ev["feature_batch_size"]), finetune=ft,
+                   settings_hash=eval_settings_hash(cfg, registry, dataset, protocol))
 
 
 @dataclass(frozen=True)
@@ -44,10 +127,7 @@ class TrainSpec:
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], where: str) -> "TrainSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        _unknown_keys(d, cls, where)
         missing = [k for k in ("steps", "batch_size", "lr") if k not in d]
         if missing:
             raise ConfigError(f"{where}: missing key {missing[0]!r}")

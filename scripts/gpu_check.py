@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench_methods import METHODS, Shape, matmul_peak, method_cfg, sync, synthetic_batch  # noqa: E402
 from pipeline_src.config import load_config  # noqa: E402
-from pipeline_src.spec import resolve_pretrain  # noqa: E402
+from pipeline_src.spec import FinetuneSpec, resolve_pretrain  # noqa: E402
 from pipeline_src.atomic import write_bytes_atomic  # noqa: E402
 from pipeline_src.methods import build_method  # noqa: E402
 
@@ -233,8 +233,8 @@ def evaluation_part(device: torch.device, keep: dict[str, Any], work: Path, log)
     rows = []
     parts = {
         "finetune, 1 epoch": lambda enc: finetune(enc, dim, data, y, fold, task, metric,
-                                                   {"epochs": 1, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.01,
-                                                    "patience": 10}, max_len, 0, device, log=lambda *a: None),
+                                                   FinetuneSpec(epochs=1, batch_size=32, lr=1e-4, weight_decay=0.01,
+                                                                patience=10), max_len, 0, device, log=lambda *a: None),
         "linear evaluation": lambda enc: linear_probe(extract_features(enc, data, max_len, 256, device),
                                                       y, fold, task, metric, 0),
     }

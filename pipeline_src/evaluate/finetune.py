@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data.encode import Encoded
+from ..spec import FinetuneSpec
 from ..train.data import BucketBatchSampler
 from ..train.devices import autocast
 from ..train.loop import warmup_cosine
@@ -149,7 +150,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t: Targets, tr: np.ndarray,
-                  va: np.ndarray, task: str, metric: str, cfg: dict[str, Any], lr: float, max_len: int, seed: int,
+                  va: np.ndarray, task: str, metric: str, cfg: FinetuneSpec, lr: float, max_len: int, seed: int,
                   device: torch.device, log: Callable[[str], None]) -> tuple[Head, dict[str, torch.Tensor], Curve, int]:
     """Train a fresh head on a copy of ``encoder`` at one learning rate; returns the model, the
     state of its best-on-valid epoch, the curve and that epoch (1-based; 0 when the train loss was
@@ -157,14 +158,14 @@ def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t:
     torch.manual_seed(seed)  # the head's init and every random draw: the same for every lr
     # batches of similar length (shuffled within length buckets, then in order), as in pretraining:
     # far less padding than random batches of SMILES or sequences of mixed length
-    sampler = BucketBatchSampler(data.lengths()[tr], int(cfg["batch_size"]), seed)
+    sampler = BucketBatchSampler(data.lengths()[tr], cfg.batch_size, seed)
     model = Head(copy.deepcopy(encoder), dim, t.out_dim).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(cfg["weight_decay"]))
-    bs, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(cfg.weight_decay))
+    bs, epochs = cfg.batch_size, cfg.epochs
     total = epochs * math.ceil(len(tr) / bs)
-    warmup = int(round(float(cfg.get("warmup_frac", 0.0)) * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(str(cfg.get("schedule", "constant")), warmup, total))
-    patience = int(cfg.get("patience", 10))
+    warmup = int(round(float(cfg.warmup_frac) * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg.schedule, warmup, total))
+    patience = cfg.patience
     yt = t.y.to(device)
     curve: Curve = []
     best, best_state, best_epoch, bad = None, None, 0, 0
@@ -200,16 +201,17 @@ def _train_one_lr(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, t:
 
 
 def finetune(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, fold: np.ndarray, task: str, metric: str,
-             cfg: dict[str, Any], max_len: int, seed: int, device: torch.device | str = "cpu",
+             cfg: FinetuneSpec, max_len: int, seed: int, device: torch.device | str = "cpu",
              log: Callable[[str], None] = print) -> FinetuneResult:
-    """cfg: {epochs, batch_size, lr, weight_decay, patience, warmup_frac, schedule, lrs}.
+    """Finetune a head on a copy of ``encoder`` at each of ``cfg.learning_rates``; the best on valid
+    is scored on test.
 
     ``data``: [n] samples; ``y``: [n] labels; ``fold``: [n] in {'train', 'valid', 'test'}.
     ``encoder`` is not modified (each learning rate trains a copy)."""
     tr, va, te = (np.flatnonzero(fold == f) for f in ("train", "valid", "test"))
     if not len(tr) or not len(va) or not len(te):
         raise ValueError(f"a split needs train, valid and test rows; got {len(tr)}/{len(va)}/{len(te)}")
-    lrs = [float(v) for v in (cfg.get("lrs") or [cfg["lr"]])]
+    lrs = cfg.learning_rates
     dev = torch.device(device)
     t = make_targets(y, fold, task, metric)
     chosen: tuple[float, float, int, dict[str, torch.Tensor], Curve, Head] | None = None
@@ -231,9 +233,9 @@ def finetune(encoder: nn.Module, dim: int, data: Encoded, y: np.ndarray, fold: n
     lr, v, epoch, state, curve, model = chosen
     model.load_state_dict(state)
     model.eval()
-    pred_te = predict(model, data, te, max_len, t, 2 * int(cfg["batch_size"]), dev)
+    pred_te = predict(model, data, te, max_len, t, 2 * cfg.batch_size, dev)
     test = mean_metric(metric, y[te], pred_te)
-    hyper = {**{k: val for k, val in cfg.items() if k != "lrs"}, "lr": lr, "best_epoch": epoch}
+    hyper = {**{k: val for k, val in cfg.as_dict().items() if k != "lrs"}, "lr": lr, "best_epoch": epoch}
     if len(lrs) > 1:
         hyper["lrs"] = lrs
     return FinetuneResult(test=test, valid=v, hyper=hyper, n={"train": len(tr), "valid": len(va), "test": len(te)},

@@ -18,13 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..config import ConfigError, domain_of, load_config, load_registry
-from ..paths import parse_result_path
-from ..plan import eval_settings_hash, finetune_settings
 from ..atomic import write_json_atomic
+from ..config import ConfigError
 from ..data.encode import load_encoded
-
-PROTOCOLS = ("linear", "finetune", "classical")
+from ..paths import parse_result_path
+from ..spec import EvalJob
 
 
 def git_commit() -> dict[str, Any]:
@@ -100,18 +98,17 @@ def _table(processed: Path, columns: list[str] | None = None) -> pd.DataFrame:
     return pq.read_table(processed / "table.parquet", columns=columns).to_pandas()
 
 
-def run_features(cfg: dict[str, Any], model_path: str, processed: Path, out: str, rows: np.ndarray,
+def run_features(model_path: str, processed: Path, out: str, rows: np.ndarray, batch_size: int,
                  device: str | None = None) -> str:
     """Pooled frozen-encoder features of the table rows ``rows`` -> ``out`` (.npz with ids, X); returns the device."""
     from ..train.devices import pick_device
     from ..train.loop import load_pretrained
     from .features import extract_features
 
-    ev = cfg["evaluate"]
     data = load_encoded(processed)
     encoder, meta = load_pretrained(model_path, encoder_only=True)
     dev = pick_device(device)
-    X = extract_features(encoder, data.subset(rows), int(meta["max_len"]), ev["feature_batch_size"], dev)
+    X = extract_features(encoder, data.subset(rows), int(meta["max_len"]), batch_size, dev)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(out).with_suffix(".tmp.npz")
     np.savez(tmp, ids=data.ids[rows].astype(str), X=X)
@@ -166,7 +163,7 @@ def _by_seed(paths: list[str] | str | None, what: str) -> dict[int, str]:
     return out
 
 
-def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, processed: str, outs: list[str],
+def run_evaluate(job: EvalJob, processed: str, outs: list[str],
                  features: list[str] | str | None = None, model: list[str] | str | None = None, device: str | None = None,
                  threads: int | None = None) -> list[dict[str, Any]]:
     """Write every result of ``outs``: paths ``.../<split>/seed<k>.json`` that name the split (read
@@ -178,15 +175,8 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     computes its features once; ``finetune`` loads the task once and each checkpoint once, and trains
     a copy of the encoder per run. Labels and folds are read once per job.
     """
-
-    cfg = load_config(config_path)
-    registry = load_registry(cfg["registry"])
-    entry = registry[dataset]
-    task, metric = entry["task"], entry["metric"]
-    ev = cfg["evaluate"]
+    dataset, method, protocol, task, metric = job.dataset, job.method, job.protocol, job.task, job.metric
     processed_p = Path(processed)
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     runs = []
     for out in outs:
         try:
@@ -195,12 +185,11 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
             raise ConfigError(f"--out {out}: {e}") from None
         runs.append((out, key.split, key.seed))
     ids, y, folds = plan_folds(processed_p, list(dict.fromkeys(s for _, s, _ in runs)), dataset, task, metric,
-                               ev["max_train_rows"], ev["min_class_examples"])
+                               job.max_train_rows, job.min_class_examples)
     used = np.zeros(len(ids), dtype=bool)                        # rows some run reads
     for fold in folds.values():
         used |= np.isin(fold, ("train", "valid", "test"))
     rows = np.flatnonzero(used)
-    settings = eval_settings_hash(cfg, registry, dataset, protocol)
     models, feats = _by_seed(model, "--model"), _by_seed(features, "--features")
     seeds = sorted({seed for _, _, seed in runs})
     if protocol in ("linear", "finetune"):
@@ -219,7 +208,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
     shared: dict[str, Any] = {}
     if protocol == "linear":
         for k in seeds:
-            device_used = run_features(cfg, models[k], processed_p, feats[k], rows, device)
+            device_used = run_features(models[k], processed_p, feats[k], rows, job.feature_batch_size, device)
             f = np.load(feats[k], allow_pickle=False)
             per_seed[k] = {"X": f["X"], "provenance": {"features_sha256": file_sha256(feats[k]),
                                                        "checkpoint_sha256": file_sha256(models[k])}}
@@ -233,7 +222,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
             raise ConfigError(f"{processed_p}: the encoded inputs and the table list different ids")
         dev = pick_device(device)
         device_used = str(dev)
-        shared = {"data": data.subset(rows), "device": dev, "cfg": finetune_settings(cfg, domain_of(cfg, dataset))}
+        shared = {"data": data.subset(rows), "device": dev}
         for k in seeds:
             encoder, meta = load_pretrained(models[k], encoder_only=True)  # each run trains a copy
             per_seed[k] = {"encoder": encoder, "dim": int(meta["model_cfg"]["dim"]), "max_len": int(meta["max_len"]),
@@ -263,7 +252,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
             from .finetune import finetune
 
             seed_everything(seed, threads)
-            res = finetune(own["encoder"], own["dim"], shared["data"], y_rows, fold, task, metric, shared["cfg"],
+            res = finetune(own["encoder"], own["dim"], shared["data"], y_rows, fold, task, metric, job.finetune,
                            own["max_len"], seed, shared["device"], log=lambda m: print(m, flush=True))
             extra = {"chosen": res.chosen, "curve": res.curve, "grid": res.grid}
             res.model = None  # the next run trains its own copy
@@ -275,7 +264,7 @@ def run_evaluate(config_path: str, dataset: str, method: str, protocol: str, pro
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
             "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper,
             "n": {**res.n, **fold_sizes(fold, y_rows, task)}, **extra, **_task_values(res, processed_p),
-            "settings_hash": settings,
+            "settings_hash": job.settings_hash,
             "git": git_commit(), "wall_time_s": round(time.time() - t0 + shared_s / len(runs), 3),
             "device": device_used, "host": platform.node(), "python": platform.python_version(), **own["provenance"],
         }

@@ -74,3 +74,29 @@ def test_pretrain_job_is_frozen_and_checks_override_keys(repo_root):
     assert resolve_pretrain(cfg, "higgs", "none").train.lr == cfg["domains"]["physics"]["pretrain"]["lr"]
     with pytest.raises(ConfigError, match=r"domains\.physics\.pretrain \(with pretrain_by_method\.random\): unknown key 'lrr'"):
         resolve_pretrain(cfg, "higgs", "random")
+
+
+def test_evaluation_job_resolved_once(repo_root):
+    """The finetune recipe of a task: evaluate.finetune with the domain's finetune over it, typed and
+    frozen; an unknown key (only a domain override can carry one past the schema) fails by name."""
+    from pipeline_src.plan import eval_settings_hash
+    from pipeline_src.spec import FinetuneSpec, resolve_evaluate
+
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    reg = load_registry(repo_root / "config" / "datasets.yaml")
+    ev = resolve_evaluate(cfg, reg, "higgs", "sma", "finetune")
+    assert (ev.task, ev.metric) == (reg["higgs"]["task"], reg["higgs"]["metric"])
+    assert ev.finetune.batch_size == cfg["domains"]["physics"]["finetune"]["batch_size"]       # the domain's
+    assert ev.finetune.epochs == cfg["evaluate"]["finetune"]["epochs"]                          # the shared one
+    assert ev.finetune.learning_rates == [cfg["domains"]["physics"]["finetune"]["lr"]]
+    assert ev.settings_hash == eval_settings_hash(cfg, reg, "higgs", "finetune")
+    with pytest.raises(AttributeError):
+        ev.finetune.epochs = 1                                                                 # frozen
+    assert resolve_evaluate(cfg, reg, "esol", "sma", "linear").finetune is None
+    bad = copy.deepcopy(cfg)
+    bad["domains"]["physics"]["finetune"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"evaluate.finetune \(with domains.physics.finetune\): unknown key 'epoch'"):
+        resolve_evaluate(bad, reg, "higgs", "sma", "finetune")
+    with pytest.raises(ConfigError, match="unknown protocol 'probe'"):
+        resolve_evaluate(cfg, reg, "esol", "sma", "probe")
+    assert FinetuneSpec(lrs=(1e-4, 3e-4)).learning_rates == [1e-4, 3e-4]

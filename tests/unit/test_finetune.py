@@ -20,6 +20,7 @@ from pipeline_src.data.encode import Encoded, load_encoded
 from pipeline_src.evaluate.finetune import finetune, lr_factor, make_targets, task_loss
 from pipeline_src.evaluate.metrics import compute_metric
 from pipeline_src.methods import build_method
+from pipeline_src.spec import FinetuneSpec
 from test_report_support import write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def _encoder(data: Encoded, seed: int = 0) -> torch.nn.Module:
 
 
 def _run(data, y, fold, task, metric, seed: int = 0, **cfg):
-    return finetune(_encoder(data), MODEL["dim"], data, y, fold, task, metric, {**BASE, **cfg},
+    return finetune(_encoder(data), MODEL["dim"], data, y, fold, task, metric, FinetuneSpec.from_mapping({**BASE, **cfg}, "test"),
                     MODEL["max_len"], seed, "cpu", log=lambda m: None)
 
 

@@ -9,6 +9,7 @@ import torch
 import byod_files as bf
 from pipeline_src.data import prepare as prep
 from pipeline_src.batch import InputSpec
+from pipeline_src.spec import FinetuneSpec
 from pipeline_src.data.encode import load_encoded
 from pipeline_src.evaluate import finetune as ft
 from pipeline_src.evaluate.baselines import morgan_table, rf_morgan
@@ -85,7 +86,7 @@ def test_finetune_loss_ignores_missing_labels_and_reports_each_task():
     enc = build_encoder(InputSpec("discrete", L), {"arch": "transformer", "dim": 16, "depth": 1, "heads": 2,
                                                    "mlp_ratio": 2, "max_len": L})
     res = ft.finetune(enc, 16, data, y2, fold, "regression", "rmse",
-                      {"epochs": 3, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.0, "patience": 5}, L, 0, "cpu",
+                      FinetuneSpec(epochs=3, batch_size=16, lr=1e-3, weight_decay=0.0, patience=5), L, 0, "cpu",
                       log=lambda *_: None)
     assert len(res.tasks) == 2 and all(np.isfinite(d["test"]) for d in res.tasks)
     assert res.test == pytest.approx(np.mean([d["test"] for d in res.tasks]))

@@ -190,8 +190,10 @@ def test_training_commands_hold_a_slot(sim: Path, monkeypatch):
     import pipeline_src.spec as spec_mod
 
     monkeypatch.setattr(pretrain_mod, "run_pretrain", record)
-    monkeypatch.setattr(config_mod, "load_config", lambda path: {})
+    monkeypatch.setattr(config_mod, "load_config", lambda path: {"registry": "r.yaml"})
     monkeypatch.setattr(spec_mod, "resolve_pretrain", lambda cfg, corpus, method: None)
+    monkeypatch.setattr(config_mod, "load_registry", lambda path: {})
+    monkeypatch.setattr(spec_mod, "resolve_evaluate", lambda cfg, registry, dataset, method, protocol: None)
     monkeypatch.setattr(eval_run, "run_evaluate", record)
     monkeypatch.setenv("MASKBENCH_GPU_COUNT", "2")
     monkeypatch.setenv("MASKBENCH_GPU_WAIT_S", "5")
