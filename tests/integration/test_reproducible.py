@@ -30,6 +30,33 @@ def two_runs(ci_full_run, tmp_path_factory):
     return [ci_full_run, wd]
 
 
+RECORDED = ROOT / "tests" / "fixtures" / "ci_results_recorded.json"
+
+
+def test_every_metric_equals_the_recorded_run(ci_full_run):
+    """The CI run gives the metrics recorded before the latest refactors (tests/fixtures/
+    ci_results_recorded.json says from which commit, and what an older run agreed on). Floating
+    point results are reproducible bit for bit only with the same kernels: on another torch version
+    or CPU capability the same results must exist, finite, and the largest deviation is printed."""
+    import math
+
+    import torch
+
+    rec = json.loads(RECORDED.read_text())
+    now = _fault_tools().result_values(ci_full_run)
+    assert set(now) == set(rec["results"]), sorted(set(now) ^ set(rec["results"]))[:5]
+    same_kernels = (torch.__version__, torch.backends.cpu.get_cpu_capability()) == (rec["torch"], rec["cpu_capability"])
+    if same_kernels:
+        different = {k: (rec["results"][k], now[k]) for k in now if now[k] != rec["results"][k]}
+        assert not different, f"{len(different)} result(s) differ from the recorded run, e.g. {list(different.items())[:3]}"
+    else:
+        dev = max(abs(now[k][f] - rec["results"][k][f]) for k in now for f in ("test", "valid")
+                  if now[k][f] is not None)
+        assert all(math.isfinite(v[f]) for v in now.values() for f in ("test", "valid") if v[f] is not None)
+        print(f"recorded on torch {rec['torch']} / {rec['cpu_capability']}, run on {torch.__version__} / "
+              f"{torch.backends.cpu.get_cpu_capability()}: largest deviation {dev:.3g}")
+
+
 def test_every_metric_is_identical(two_runs):
     tools = _fault_tools()
     a, b = (tools.result_values(wd) for wd in two_runs)
