@@ -74,6 +74,12 @@ class Run:
 
 # --- part 1: pretraining steps at paper size --------------------------------------------------
 
+def smoke_model(model: dict[str, Any]) -> dict[str, Any]:
+    """A tiny model of the same kind (``--cpu-smoke``)."""
+    return {**model, "dim": 32, "depth": 2, "heads": 2, "mlp_ratio": 2, "num_latents": 8, "decoder_dim": 32,
+            "decoder_heads": 2, "max_len": min(int(model["max_len"]), 64)}
+
+
 def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
     """domain -> (shape, paper config, learning rate). ``smoke``: tiny models, batches and lengths."""
     cfg = load_config(ROOT / "config" / "config.yaml", [ROOT / "config" / "paper.yaml"])
@@ -84,8 +90,7 @@ def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
         lo, hi = SAMPLE_LENGTHS.get(domain, (model["max_len"], model["max_len"]))
         batch = int(d["pretrain"]["batch_size"])
         if smoke:
-            model.update(dim=32, depth=2, heads=2, mlp_ratio=2, num_latents=8, decoder_dim=32, decoder_heads=2,
-                         max_len=min(int(model["max_len"]), 64))
+            model = smoke_model(model)
             batch = 4
             if lo < hi:                                             # variable-length (discrete) inputs
                 lo, hi = min(lo, 16), min(hi, 64)
@@ -103,6 +108,22 @@ def run_cfg(cfg: dict[str, Any], domain: str, name: str, ratio: float) -> dict[s
     base = {k: v for k, v in resolve_pretrain(cfg, cfg["domains"][domain]["corpus"], name).method_cfg.items()
             if k not in RATIO_KEYS}
     return {**base, **{k: v for k, v in method_cfg(name, ratio).items() if k in RATIO_KEYS}}
+
+
+def method_shape(shape: Shape, cfg: dict[str, Any], name: str, smoke: bool) -> tuple[Shape, list[str]]:
+    """The domain's shape, or the method's own model and batch size where the config gives it one
+    (``model_by_method`` / ``pretrain_by_method``, e.g. MetaMAE's), with a note saying so."""
+    corpus = cfg["domains"][shape.domain]["corpus"]
+    job = resolve_pretrain(cfg, corpus, name)
+    domain = resolve_pretrain(cfg, corpus, "none")
+    if dict(job.model) == dict(domain.model) and job.train.batch_size == domain.train.batch_size:
+        return shape, []
+    m = dict(job.model)
+    note = (f"its own model: {m['arch']}, d {m['dim']}, {m['depth']} layers, {m['heads']} heads, "
+            f"{m.get('pos_embedding', 'learned')} positions; batch {job.train.batch_size}")
+    if smoke:
+        return replace(shape, model=smoke_model(m)), [note]
+    return replace(shape, model=m, batch=job.train.batch_size), [note]
 
 
 def is_oom(e: BaseException) -> bool:
@@ -167,11 +188,12 @@ def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds:
     runs = []
     for domain, (shape, cfg, lr) in paper_shapes(smoke).items():
         for name in METHODS:
-            mcfg, batch, notes = run_cfg(cfg, domain, name, shape.ratio), shape.batch, []
+            own, notes = method_shape(shape, cfg, name, smoke)
+            mcfg, batch = run_cfg(cfg, domain, name, own.ratio), own.batch
             while True:
                 oom = None
                 try:
-                    run = train_steps(replace(shape, batch=batch), name, mcfg, lr, device, steps, max_seconds,
+                    run = train_steps(replace(own, batch=batch), name, mcfg, lr, device, steps, max_seconds,
                                       warmup, keep)
                 except Exception as e:  # noqa: BLE001  (reported, the other runs go on)
                     if is_oom(e):
