@@ -66,6 +66,7 @@ class Run:
     loss: float = math.nan
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
+    own_model: str = ""          # the method's own model and batch (model_by_method), when it has one
 
     @property
     def step_s(self) -> float:
@@ -110,20 +111,20 @@ def run_cfg(cfg: dict[str, Any], domain: str, name: str, ratio: float) -> dict[s
     return {**base, **{k: v for k, v in method_cfg(name, ratio).items() if k in RATIO_KEYS}}
 
 
-def method_shape(shape: Shape, cfg: dict[str, Any], name: str, smoke: bool) -> tuple[Shape, list[str]]:
+def method_shape(shape: Shape, cfg: dict[str, Any], name: str, smoke: bool) -> tuple[Shape, str]:
     """The domain's shape, or the method's own model and batch size where the config gives it one
-    (``model_by_method`` / ``pretrain_by_method``, e.g. MetaMAE's), with a note saying so."""
+    (``model_by_method`` / ``pretrain_by_method``, e.g. MetaMAE's), with a line saying so."""
     corpus = cfg["domains"][shape.domain]["corpus"]
     job = resolve_pretrain(cfg, corpus, name)
     domain = resolve_pretrain(cfg, corpus, "none")
     if dict(job.model) == dict(domain.model) and job.train.batch_size == domain.train.batch_size:
-        return shape, []
+        return shape, ""
     m = dict(job.model)
     note = (f"its own model: {m['arch']}, d {m['dim']}, {m['depth']} layers, {m['heads']} heads, "
             f"{m.get('pos_embedding', 'learned')} positions; batch {job.train.batch_size}")
     if smoke:
-        return replace(shape, model=smoke_model(m)), [note]
-    return replace(shape, model=m, batch=job.train.batch_size), [note]
+        return replace(shape, model=smoke_model(m)), note + " (tiny here)"
+    return replace(shape, model=m, batch=job.train.batch_size), note
 
 
 def is_oom(e: BaseException) -> bool:
@@ -188,8 +189,8 @@ def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds:
     runs = []
     for domain, (shape, cfg, lr) in paper_shapes(smoke).items():
         for name in METHODS:
-            own, notes = method_shape(shape, cfg, name, smoke)
-            mcfg, batch = run_cfg(cfg, domain, name, own.ratio), own.batch
+            own, own_model = method_shape(shape, cfg, name, smoke)
+            mcfg, batch, notes = run_cfg(cfg, domain, name, own.ratio), own.batch, []
             while True:
                 oom = None
                 try:
@@ -210,6 +211,7 @@ def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds:
                     break
                 batch //= 2
             run.notes += notes
+            run.own_model = own_model
             log(f"{domain:<9} {name:<8} batch {run.batch:>4}  {run.steps:>4} steps  "
                 f"{run.step_s * 1e3:8.1f} ms/step  {run.status}")
             runs.append(run)
@@ -348,7 +350,8 @@ def summary(env: dict[str, Any], runs: list[Run], evals: list[dict[str, Any]], s
              f"- matmul peak measured here: fp32 {env['fp32_peak'] / 1e12:.2f} TFLOP/s, "
              f"bf16 {env['bf16_peak'] / 1e12:.2f} TFLOP/s", "",
              f"## Pretraining steps (bf16 autocast, {'tiny models' if smoke else 'paper model sizes'}, synthetic batches)", "",
-             *[f"- {describe(s)}" for s in shapes], "",
+             *[f"- {describe(s)}" for s in shapes],
+             *[f"- {r.domain}, {r.method}: {r.own_model}" for r in runs if r.own_model], "",
              "All methods of a domain at SMA's mask ratio of that domain (r2mae, sma_r2: ratio_min = ratio_max); "
              "metamae with the paper's decoder depth. FLOP share: counted FLOP/s over the bf16 matmul peak.", "",
              "| domain | method | batch | steps | ms/step | steps/s | tokens/s | FLOP share | peak memory GB "
