@@ -171,6 +171,10 @@ def check(cfg: dict[str, Any], registry: dict[str, dict], source: str = "config"
             seen[ds] = dom
         # task_splits and evaluate.finetune.tasks may name tasks this run does not have (an overlay
         # config drops tasks): such entries are unused
+        for key in ("pretrain_by_method", "model_by_method"):
+            for m in d.get(key, {}):
+                if m not in cfg["methods"]:
+                    raise ConfigError(f"{source}: domains.{dom}.{key} names {m!r}, which has no entry under 'methods'")
     for m in cfg["methods_run"]:
         if m not in cfg["methods"]:
             raise ConfigError(f"{source}: methods_run names {m!r}, which has no entry under 'methods'")

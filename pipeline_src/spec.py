@@ -5,9 +5,12 @@ The raw config is a nested dict whose pieces combine in several places (``method
 merged once, here, into a :class:`PretrainJob`; the CLI resolves it and the training code takes
 it, never the dict. Merged values are checked by name, so a key that only an override carries
 (``pretrain_by_method`` is free-form in the schema) still fails with the key named.
+``domains.<d>.model_by_method.<m>`` is the model's counterpart: one method's own architecture
+(e.g. MetaMAE's), merged over ``domains.<d>.model``; the checkpoint records the merged model, and
+evaluation rebuilds the encoder from it.
 
     job = resolve_pretrain(load_config("config/config.yaml"), "moses", "sma")
-    job.train.lr, job.method_cfg["mask_ratio"], job.settings()   # settings(): the rerun trigger
+    job.train.lr, job.model["dim"], job.method_cfg["mask_ratio"], job.settings()   # settings(): the rerun trigger
     ev = resolve_evaluate(cfg, registry, "bbbp", "sma", "finetune")   # ev.finetune.epochs, ev.settings_hash
 """
 from __future__ import annotations
@@ -21,6 +24,11 @@ from .config import ConfigError, deep_merge, domain_of
 from .plan import PROTOCOLS, eval_settings_hash, finetune_settings
 
 DIAGNOSTIC_DEFAULTS = {"heldout_samples": 1000, "mask_ratio": 0.3, "batch_size": 256}
+# the keys of domains.<d>.model (workflow/schemas/config.schema.yaml) and the values of the named ones
+MODEL_KEYS = ("arch", "dim", "depth", "heads", "mlp_ratio", "max_len", "num_latents", "decoder_dim",
+              "decoder_heads", "dropout", "decoder_dropout", "pos_embedding")
+MODEL_REQUIRED = ("arch", "dim", "depth", "heads", "max_len")
+MODEL_CHOICES = {"arch": ("transformer", "perceiver"), "pos_embedding": ("learned", "sincos")}
 
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -147,13 +155,29 @@ class TrainSpec:
         return asdict(self)
 
 
+def check_model(model: Mapping[str, Any], where: str) -> None:
+    """Unknown, missing or out-of-choice keys of a (merged) model mapping, named with ``where``."""
+    unknown = sorted(set(model) - set(MODEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(MODEL_KEYS))})")
+    missing = [k for k in MODEL_REQUIRED if k not in model]
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    for key, choices in MODEL_CHOICES.items():
+        if key in model and model[key] not in choices:
+            raise ConfigError(f"{where}.{key}: {model[key]!r} is not one of {', '.join(choices)}")
+    for key in ("dim", "depth", "heads", "max_len"):
+        if not (isinstance(model[key], int) and model[key] >= 1):
+            raise ConfigError(f"{where}.{key}: invalid value {model[key]!r}")
+
+
 @dataclass(frozen=True)
 class PretrainJob:
     """Everything a (corpus, method) pretraining job depends on besides its seed."""
     domain: str
     corpus: str
     method: str
-    model: Mapping[str, Any]            # domains.<d>.model
+    model: Mapping[str, Any]            # domains.<d>.model with model_by_method.<m> over it
     train: TrainSpec
     method_cfg: Mapping[str, Any]       # methods.<m> with domains.<d>.methods.<m> over it
     corpus_subsample: int | None
@@ -181,6 +205,9 @@ def resolve_pretrain(cfg: Mapping[str, Any], corpus: str, method: str) -> Pretra
     over = d.get("pretrain_by_method", {}).get(method, {})
     where = f"domains.{domain}.pretrain" + (f" (with pretrain_by_method.{method})" if over else "")
     train = TrainSpec.from_mapping(deep_merge(d["pretrain"], over), where)
-    return PretrainJob(domain=domain, corpus=corpus, method=method, model=_frozen(d["model"]), train=train,
+    own = d.get("model_by_method", {}).get(method, {})
+    model = deep_merge(d["model"], own)
+    check_model(model, f"domains.{domain}.model" + (f" (with model_by_method.{method})" if own else ""))
+    return PretrainJob(domain=domain, corpus=corpus, method=method, model=_frozen(model), train=train,
                        method_cfg=_frozen(method_cfg), corpus_subsample=d.get("corpus_subsample"),
                        diagnostic=_frozen({**DIAGNOSTIC_DEFAULTS, **cfg.get("pretrain_diagnostic", {})}))

@@ -66,6 +66,7 @@ class Run:
     loss: float = math.nan
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
+    own_model: str = ""          # the method's own model and batch (model_by_method), when it has one
 
     @property
     def step_s(self) -> float:
@@ -73,6 +74,12 @@ class Run:
 
 
 # --- part 1: pretraining steps at paper size --------------------------------------------------
+
+def smoke_model(model: dict[str, Any]) -> dict[str, Any]:
+    """A tiny model of the same kind (``--cpu-smoke``)."""
+    return {**model, "dim": 32, "depth": 2, "heads": 2, "mlp_ratio": 2, "num_latents": 8, "decoder_dim": 32,
+            "decoder_heads": 2, "max_len": min(int(model["max_len"]), 64)}
+
 
 def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
     """domain -> (shape, paper config, learning rate). ``smoke``: tiny models, batches and lengths."""
@@ -84,8 +91,7 @@ def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
         lo, hi = SAMPLE_LENGTHS.get(domain, (model["max_len"], model["max_len"]))
         batch = int(d["pretrain"]["batch_size"])
         if smoke:
-            model.update(dim=32, depth=2, heads=2, mlp_ratio=2, num_latents=8, decoder_dim=32, decoder_heads=2,
-                         max_len=min(int(model["max_len"]), 64))
+            model = smoke_model(model)
             batch = 4
             if lo < hi:                                             # variable-length (discrete) inputs
                 lo, hi = min(lo, 16), min(hi, 64)
@@ -103,6 +109,22 @@ def run_cfg(cfg: dict[str, Any], domain: str, name: str, ratio: float) -> dict[s
     base = {k: v for k, v in resolve_pretrain(cfg, cfg["domains"][domain]["corpus"], name).method_cfg.items()
             if k not in RATIO_KEYS}
     return {**base, **{k: v for k, v in method_cfg(name, ratio).items() if k in RATIO_KEYS}}
+
+
+def method_shape(shape: Shape, cfg: dict[str, Any], name: str, smoke: bool) -> tuple[Shape, str]:
+    """The domain's shape, or the method's own model and batch size where the config gives it one
+    (``model_by_method`` / ``pretrain_by_method``, e.g. MetaMAE's), with a line saying so."""
+    corpus = cfg["domains"][shape.domain]["corpus"]
+    job = resolve_pretrain(cfg, corpus, name)
+    domain = resolve_pretrain(cfg, corpus, "none")
+    if dict(job.model) == dict(domain.model) and job.train.batch_size == domain.train.batch_size:
+        return shape, ""
+    m = dict(job.model)
+    note = (f"its own model: {m['arch']}, d {m['dim']}, {m['depth']} layers, {m['heads']} heads, "
+            f"{m.get('pos_embedding', 'learned')} positions; batch {job.train.batch_size}")
+    if smoke:
+        return replace(shape, model=smoke_model(m)), note + " (tiny here)"
+    return replace(shape, model=m, batch=job.train.batch_size), note
 
 
 def is_oom(e: BaseException) -> bool:
@@ -167,11 +189,12 @@ def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds:
     runs = []
     for domain, (shape, cfg, lr) in paper_shapes(smoke).items():
         for name in METHODS:
-            mcfg, batch, notes = run_cfg(cfg, domain, name, shape.ratio), shape.batch, []
+            own, own_model = method_shape(shape, cfg, name, smoke)
+            mcfg, batch, notes = run_cfg(cfg, domain, name, own.ratio), own.batch, []
             while True:
                 oom = None
                 try:
-                    run = train_steps(replace(shape, batch=batch), name, mcfg, lr, device, steps, max_seconds,
+                    run = train_steps(replace(own, batch=batch), name, mcfg, lr, device, steps, max_seconds,
                                       warmup, keep)
                 except Exception as e:  # noqa: BLE001  (reported, the other runs go on)
                     if is_oom(e):
@@ -188,6 +211,7 @@ def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds:
                     break
                 batch //= 2
             run.notes += notes
+            run.own_model = own_model
             log(f"{domain:<9} {name:<8} batch {run.batch:>4}  {run.steps:>4} steps  "
                 f"{run.step_s * 1e3:8.1f} ms/step  {run.status}")
             runs.append(run)
@@ -326,7 +350,8 @@ def summary(env: dict[str, Any], runs: list[Run], evals: list[dict[str, Any]], s
              f"- matmul peak measured here: fp32 {env['fp32_peak'] / 1e12:.2f} TFLOP/s, "
              f"bf16 {env['bf16_peak'] / 1e12:.2f} TFLOP/s", "",
              f"## Pretraining steps (bf16 autocast, {'tiny models' if smoke else 'paper model sizes'}, synthetic batches)", "",
-             *[f"- {describe(s)}" for s in shapes], "",
+             *[f"- {describe(s)}" for s in shapes],
+             *[f"- {r.domain}, {r.method}: {r.own_model}" for r in runs if r.own_model], "",
              "All methods of a domain at SMA's mask ratio of that domain (r2mae, sma_r2: ratio_min = ratio_max); "
              "metamae with the paper's decoder depth. FLOP share: counted FLOP/s over the bf16 matmul peak.", "",
              "| domain | method | batch | steps | ms/step | steps/s | tokens/s | FLOP share | peak memory GB "

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..batch import Batch, InputSpec
 from ..models.decoders import UpsampleDecoder, gather_tokens, reconstruction_loss
-from ..models.encoders import Encoding, build_encoder, model_dropout
+from ..models.encoders import Encoding, build_encoder, decoder_dropout
 from .masking import num_masked, random_mask
 
 
@@ -52,6 +52,10 @@ class Method(nn.Module):
         self.spec, self.model_cfg = spec, dict(model_cfg)
         self.cfg = {**self.defaults, **method_cfg}
         self.encoder = build_encoder(spec, model_cfg)
+        if model_cfg.get("pos_embedding") == "sincos":
+            # a fixed sine-cosine table tells the model that index neighbours are alike: an order
+            # prior (SMA §3.2 asks for none), although a run still permutes with its table (eq. 1)
+            self.domain_agnostic = False
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
         raise NotImplementedError
@@ -85,7 +89,7 @@ class MaskedAutoencoder(Method):
         dim = int(model_cfg["dim"])
         self.decoder = UpsampleDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
                                        int(model_cfg.get("decoder_heads", model_cfg["heads"])),
-                                       float(model_cfg.get("mlp_ratio", 4)), model_dropout(model_cfg))
+                                       float(model_cfg.get("mlp_ratio", 4)), decoder_dropout(model_cfg))
 
     def sample_ratio(self, batch_size: int, generator: torch.Generator | None,
                      device: torch.device) -> Tensor:

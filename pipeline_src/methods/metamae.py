@@ -12,6 +12,11 @@ positions), which needs no notion of adjacency in index order and permutes with 
 method stays domain-agnostic (SMA eq. 1). ``nearby: index`` is the released code's choice: the
 masked tokens at index i +- 1 of a visible token i, each kept with probability r; it assumes that
 neighbours in index order belong together, so a run with it is marked not domain-agnostic.
+With ``pos_embedding: sincos`` (the paper's fixed table) ``nearby: embedding`` still works: the
+closeness is then measured on the fixed table (where it follows index distance).
+
+The projection head h_psi (``projection``, ``projection_hidden``, ``projection_dim``): see
+:func:`projector`.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..batch import Batch, InputSpec
 from ..models.attention import full_precision, score_dtype
 from ..models.decoders import TransformerDecoder, gather_tokens, per_sample_loss, reconstruction_loss
-from ..models.encoders import model_dropout
+from ..models.encoders import decoder_dropout
 from .base import Method, MethodOutput, masked_index
 from .masking import num_masked, random_mask, rank_mask
 from .registry import register
@@ -69,23 +74,45 @@ def index_nearby(visible: Tensor, candidates: Tensor, noise: Tensor, keep: float
     return (left | right) & candidates & (noise < keep)
 
 
+PROJECTIONS = ("bn_relu", "bn")
+
+
+def projector(dim: int, kind: str = "bn_relu", hidden: int | None = None, out: int | None = None) -> nn.Sequential:
+    """The projection head h_psi of the task-contrastive loss: [B, dim] -> [B, out].
+
+    ``bn_relu`` (the default): Linear(dim, hidden), BatchNorm1d, ReLU, Linear(hidden, out), the
+    released code's head; ``bn``: Linear, BatchNorm1d, Linear, Table 7 read literally (no
+    activation listed). ``hidden`` defaults to 4 * dim (Table 7 prints 1028 for dim 256; the
+    released code has 4 * 256), ``out`` to dim // 2 (128 for dim 256, Table 7's output).
+    """
+    if kind not in PROJECTIONS:
+        raise ValueError(f"method 'metamae': projection {kind!r} unknown (known: {', '.join(PROJECTIONS)})")
+    hidden = 4 * dim if hidden is None else int(hidden)
+    out = max(dim // 2, 1) if out is None else int(out)
+    if hidden < 1 or out < 1:
+        raise ValueError(f"method 'metamae': projection_hidden and projection_dim must be >= 1, got {hidden}, {out}")
+    act = [nn.ReLU()] if kind == "bn_relu" else []
+    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), *act, nn.Linear(hidden, out))
+
+
 @register("metamae")
 class MetaMAE(Method):
     defaults = {"mask_ratio": 0.5, "support_ratio": 0.1, "inner_lr": 0.1, "contrastive_weight": 0.1,
-                "temperature": 0.5, "decoder_depth": 2, "first_order": False, "nearby": "embedding"}
+                "temperature": 0.5, "decoder_depth": 2, "first_order": False, "nearby": "embedding",
+                "projection": "bn_relu", "projection_hidden": None, "projection_dim": None}
 
     def __init__(self, spec: InputSpec, model_cfg: dict, method_cfg: dict) -> None:
         super().__init__(spec, model_cfg, method_cfg)
         if self.cfg["nearby"] not in NEARBY:
             raise ValueError(f"method 'metamae': nearby {self.cfg['nearby']!r} unknown (known: {', '.join(NEARBY)})")
-        self.domain_agnostic = self.cfg["nearby"] == "embedding"     # index neighbours are a domain prior
+        # index neighbours are a domain prior (as is a sine-cosine table, see Method)
+        self.domain_agnostic = self.domain_agnostic and self.cfg["nearby"] == "embedding"
         dim = int(model_cfg["dim"])
         self.decoder = TransformerDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
                                           int(model_cfg.get("decoder_heads", model_cfg["heads"])),
-                                          int(self.cfg["decoder_depth"]), dropout=model_dropout(model_cfg))
-        hidden = 4 * dim  # Table 7: Linear(256, 1028), BatchNorm1d, Linear(1028, 128)
-        self.projector = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-                                       nn.Linear(hidden, max(dim // 2, 1)))
+                                          int(self.cfg["decoder_depth"]), dropout=decoder_dropout(model_cfg))
+        self.projector = projector(dim, self.cfg["projection"], self.cfg["projection_hidden"],
+                                   self.cfg["projection_dim"])
 
     def nearby(self, visible: Tensor, query: Tensor, generator: torch.Generator | None) -> Tensor:
         """N(S; r) within the query set: [B, N] bool (see the module docstring for the two choices)."""

@@ -63,10 +63,10 @@ class TransformerEncoder(nn.Module):
     self_attention = True
 
     def __init__(self, spec: InputSpec, dim: int, depth: int, heads: int, mlp_ratio: float,
-                 early_drop: bool = True, dropout: float = 0.0) -> None:
+                 early_drop: bool = True, dropout: float = 0.0, pos_embedding: str = "learned") -> None:
         super().__init__()
         self.spec, self.dim, self.heads, self.early_drop = spec, dim, heads, early_drop
-        self.embedding = InputEmbedding(spec, dim)
+        self.embedding = InputEmbedding(spec, dim, pos_embedding)
         self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
@@ -115,10 +115,10 @@ class PerceiverEncoder(nn.Module):
     self_attention = False
 
     def __init__(self, spec: InputSpec, dim: int, depth: int, heads: int, mlp_ratio: float,
-                 num_latents: int, dropout: float = 0.0) -> None:
+                 num_latents: int, dropout: float = 0.0, pos_embedding: str = "learned") -> None:
         super().__init__()
         self.spec, self.dim, self.heads = spec, dim, heads
-        self.embedding = InputEmbedding(spec, dim)
+        self.embedding = InputEmbedding(spec, dim, pos_embedding)
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)  # [L, D]
         self.cross = CrossAttentionBlock(dim, heads, mlp_ratio, dropout=dropout)
         self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth - 1))
@@ -163,9 +163,16 @@ def model_dropout(model_cfg: dict[str, Any]) -> float:
     return check_dropout(model_cfg.get("dropout") or 0.0)
 
 
+def decoder_dropout(model_cfg: dict[str, Any]) -> float:
+    """``model_cfg["decoder_dropout"]`` (absent or null = the encoder's ``dropout``), in [0, 1]."""
+    value = model_cfg.get("decoder_dropout")
+    return model_dropout(model_cfg) if value is None else check_dropout(value)
+
+
 def build_encoder(spec: InputSpec, model_cfg: dict[str, Any]) -> Encoder:
-    """``model_cfg``: {arch: transformer|perceiver, dim, depth, heads, mlp_ratio, num_latents, dropout, ...}.
-    ``dropout`` (default 0): attention weights, attention output, MLP hidden layer and output.
+    """``model_cfg``: {arch: transformer|perceiver, dim, depth, heads, mlp_ratio, num_latents, dropout,
+    pos_embedding, ...}. ``dropout`` (default 0): attention weights, attention output, MLP hidden
+    layer and output. ``pos_embedding``: learned (default) | sincos (fixed, see :mod:`.embeddings`).
 
     The positional table has ``spec.max_len`` rows (the data decides n; ``model_cfg.max_len`` is
     what the data layer truncates to).
@@ -173,7 +180,7 @@ def build_encoder(spec: InputSpec, model_cfg: dict[str, Any]) -> Encoder:
     arch = model_cfg.get("arch", "transformer")
     common = dict(dim=int(model_cfg["dim"]), depth=int(model_cfg["depth"]),
                   heads=int(model_cfg["heads"]), mlp_ratio=float(model_cfg.get("mlp_ratio", 4)),
-                  dropout=model_dropout(model_cfg))
+                  dropout=model_dropout(model_cfg), pos_embedding=str(model_cfg.get("pos_embedding", "learned")))
     if arch == "transformer":
         return TransformerEncoder(spec, **common)
     if arch == "perceiver":

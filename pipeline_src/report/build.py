@@ -262,7 +262,7 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
         lines.append(f"  - {dom} ({d['corpus']}): {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}{extra}, "
                      f"max_len {m['max_len']}" + (f", {params / 1e6:.2f}M encoder parameters" if params else "")
                      + f"; {p['steps']} steps × batch {p['batch_size']}, lr {p['lr']}; tasks {', '.join(d['tasks'])}; "
-                     f"splits {', '.join(d.get('splits', ['fixed']))}.")
+                     f"splits {', '.join(d.get('splits', ['fixed']))}" + _own_models(d) + ".")
     ram = hw["ram_bytes"]
     lines.append(f"- **Hardware** (machine that built the report): {hw['cpu']}, {hw['cores']} usable cores "
                  f"({hw['logical_cpus']} logical), {'n/a' if ram is None else f'{ram / 2**30:.1f} GiB'} RAM, "
@@ -328,6 +328,18 @@ def _fold_section(sizes: pd.DataFrame, registry: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _own_models(d: dict[str, Any]) -> str:
+    """``; <method>: its own model ...`` for each method a domain gives its own model (``model_by_method``)."""
+    parts = []
+    for method, over in d.get("model_by_method", {}).items():
+        m = {**d["model"], **over}
+        p = {**d["pretrain"], **d.get("pretrain_by_method", {}).get(method, {})}
+        parts.append(f"; {method}: its own model, {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}, "
+                     f"{m.get('pos_embedding', 'learned')} positions, {p['steps']} steps × batch {p['batch_size']}, "
+                     f"lr {p['lr']}, weight decay {p.get('weight_decay')}")
+    return "".join(parts)
+
+
 def _our_settings(cfg: dict[str, Any], datasets: list[str]) -> str:
     """Ours, in the words of the papers' settings line: corpus and size, model, steps x batch, seeds, splits."""
     parts = []
@@ -341,7 +353,8 @@ def _our_settings(cfg: dict[str, Any], datasets: list[str]) -> str:
         parts.append(f"{dom}: pretrained on {d['corpus']} ({_samples(d.get('corpus_subsample'))}); {m['arch']}, "
                      f"{m['depth']} layers, width {m['dim']}, {m['heads']} heads{extra}, max length {m['max_len']}; "
                      f"{p['steps']:,} steps x batch {p['batch_size']}, lr {p['lr']}; pretraining seeds "
-                     f"{', '.join(str(s) for s in pretrain_seeds(cfg, dom))}; splits {', '.join(kinds)}")
+                     f"{', '.join(str(s) for s in pretrain_seeds(cfg, dom))}; splits {', '.join(kinds)}"
+                     + (f" ({_own_models(d)[2:]})" if d.get("model_by_method") else ""))
     ev = cfg["evaluate"]
     prot = ", ".join(ev["protocols"])
     return "; ".join(parts) + f"; protocols {prot}" + (" + classical baselines" if ev.get("baselines") else "")

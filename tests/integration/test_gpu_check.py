@@ -57,6 +57,7 @@ def test_out_of_memory_halves_the_batch(monkeypatch: pytest.MonkeyPatch) -> None
 
     def fake(shape, name, mcfg, lr, device, steps, max_seconds, warmup, keep):
         tried.append((name, shape.batch))
+        assert shape.model.get("pos_embedding") == ("sincos" if name == "metamae" else None)  # paper.yaml: its own model
         if name == "metamae" and shape.batch > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return gc.Run(shape.domain, name, shape.batch, steps=1, seconds=0.1)
@@ -65,5 +66,6 @@ def test_out_of_memory_halves_the_batch(monkeypatch: pytest.MonkeyPatch) -> None
     runs = gc.pretraining_part(torch.device("cpu"), True, 1, 1.0, 1, {}, lambda msg: None)
     meta = [r for r in runs if r.method == "metamae"]
     assert [r.batch for r in meta] == [1, 1, 1] and all(r.status == "ok" for r in runs)
+    assert meta[0].own_model.startswith("its own model: transformer, d 256, 12 layers")
     assert meta[0].notes == ["out of memory at batch 4", "out of memory at batch 2"]
     assert [b for n, b in tried if n == "metamae"] == [4, 2, 1] * 3

@@ -100,3 +100,70 @@ def test_evaluation_job_resolved_once(repo_root):
     with pytest.raises(ConfigError, match="unknown protocol 'probe'"):
         resolve_evaluate(cfg, reg, "esol", "sma", "probe")
     assert FinetuneSpec(lrs=(1e-4, 3e-4)).learning_rates == [1e-4, 3e-4]
+
+
+def test_model_by_method_is_merged_for_its_method_only(repo_root):
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    domain_model = cfg["domains"]["physics"]["model"]
+    assert resolve_pretrain(cfg, "higgs", "metamae").settings()["model"] == domain_model   # none given: the domain's
+    cfg["domains"]["physics"]["model_by_method"] = {"metamae": {"dim": 256, "heads": 8, "pos_embedding": "sincos"}}
+    job = resolve_pretrain(cfg, "higgs", "metamae")
+    assert job.model == {**domain_model, "dim": 256, "heads": 8, "pos_embedding": "sincos"}
+    assert job.settings()["model"]["dim"] == 256                      # the rerun trigger sees it
+    assert resolve_pretrain(cfg, "higgs", "random").model == domain_model
+    with pytest.raises(TypeError):
+        job.model["dim"] = 8                                          # read-only
+    cfg["domains"]["physics"]["model_by_method"] = {"metamae": {"dimm": 256}}
+    with pytest.raises(ConfigError, match=r"domains\.physics\.model \(with model_by_method\.metamae\): unknown key 'dimm'"):
+        resolve_pretrain(cfg, "higgs", "metamae")
+    cfg["domains"]["physics"]["model_by_method"] = {"metamae": {"pos_embedding": "rope"}}
+    with pytest.raises(ConfigError, match=r"model_by_method\.metamae\)\.pos_embedding: 'rope' is not one of"):
+        resolve_pretrain(cfg, "higgs", "metamae")
+    resolve_pretrain(cfg, "higgs", "random")                          # another method's override is not its concern
+
+
+@pytest.mark.parametrize(
+    "over, expected",
+    [
+        ({"metamae": {"dimm": 3}}, "domains.physics.model_by_method.metamae: Additional properties are not allowed ('dimm'"),
+        ({"metamae": {"pos_embedding": "rope"}}, "domains.physics.model_by_method.metamae.pos_embedding: 'rope' is not one of"),
+        ({"metamae": {"dim": 0}}, "domains.physics.model_by_method.metamae.dim: 0 is less than the minimum of 1"),
+    ],
+)
+def test_model_by_method_schema_names_the_key(cfg, over, expected):
+    bad = copy.deepcopy(cfg)
+    bad["domains"]["physics"]["model_by_method"] = over
+    with pytest.raises(ConfigError) as e:
+        validate(bad, "config.schema.yaml", "my.yaml")
+    assert expected in str(e.value)
+
+
+def test_model_by_method_fills_no_defaults(cfg):
+    """The override holds only what it says: no schema default (mlp_ratio, dropout, ...) overrides the domain's."""
+    cfg["domains"]["physics"]["model_by_method"] = {"metamae": {"dim": 256}}
+    validate(cfg, "config.schema.yaml", "my.yaml")
+    assert cfg["domains"]["physics"]["model_by_method"] == {"metamae": {"dim": 256}}
+    assert "model_by_method" not in cfg["domains"]["chemistry"]      # absent stays absent (settings hashes unchanged)
+
+
+def test_by_method_overrides_must_name_a_method(repo_root):
+    from pipeline_src.plan import check
+
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    reg = load_registry(repo_root / cfg["registry"])
+    check(cfg, reg)
+    for key in ("model_by_method", "pretrain_by_method"):
+        bad = copy.deepcopy(cfg)
+        bad["domains"]["physics"][key] = {"metamea": {}}
+        with pytest.raises(ConfigError, match=rf"domains\.physics\.{key} names 'metamea'"):
+            check(bad, reg)
+
+
+def test_model_keys_match_the_schema(repo_root):
+    from pipeline_src.spec import MODEL_KEYS
+
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    domain = schema["properties"]["domains"]["additionalProperties"]["properties"]
+    assert set(domain["model"]["properties"]) == set(MODEL_KEYS)
+    assert set(domain["model_by_method"]["additionalProperties"]["properties"]) == set(MODEL_KEYS)
+    assert not any("default" in v for v in domain["model_by_method"]["additionalProperties"]["properties"].values())

@@ -190,6 +190,77 @@ def test_metamae_index_nearby_hand_computed() -> None:
         build_method("metamae", spec(), MODEL, {**METHOD_CFG["metamae"], "nearby": "nope"})
 
 
+def test_metamae_projection_heads() -> None:
+    """``projection: bn_relu`` (default: Linear, BatchNorm1d, ReLU, Linear; hidden 4 dim, out dim / 2)
+    and ``bn`` (Table 7: Linear(256, 1028), BatchNorm1d, Linear(1028, 128), no activation)."""
+    from pipeline_src.methods.metamae import projector
+
+    default = build("metamae").projector
+    assert [type(x).__name__ for x in default] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert (default[0].in_features, default[0].out_features, default[3].out_features) == (32, 128, 16)
+    paper = projector(256, "bn", 1028, 128)
+    assert [type(x).__name__ for x in paper] == ["Linear", "BatchNorm1d", "Linear"]
+    assert (paper[0].out_features, paper[1].num_features, paper[2].in_features, paper[2].out_features) == (1028, 1028, 1028, 128)
+    head = projector(4, "bn", 3, 2)
+    with torch.no_grad():
+        head[0].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
+        head[0].bias.zero_()
+        head[2].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
+        head[2].bias.zero_()
+    x = torch.tensor([[1.0, -2.0, 3.0, 9.0], [3.0, 2.0, 3.0, 9.0]])  # features 0, 1: mean 2, 0; var (biased) 1, 4; feature 2 constant
+    # training: normalized with the batch's statistics -> [(x0 - 2) / 1, (x2 - 3) / eps-sized]
+    torch.testing.assert_close(head.train()(x), torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), rtol=0, atol=1e-4)
+    # eval: running statistics after one step (momentum 0.1: mean 0.2, var 0.9 + 0.1 * 2 (unbiased) = 1.1)
+    torch.testing.assert_close(head.eval()(x)[:, 0], (torch.tensor([1.0, 3.0]) - 0.2) / (1.1 + 1e-5) ** 0.5)
+    relu = projector(4, "bn_relu", 3, 2).train()
+    assert (relu[2](relu[1](relu[0](x))) >= 0).all() and relu(x).shape == (2, 2)
+    m = build_method("metamae", spec(), MODEL, {**METHOD_CFG["metamae"], "projection": "bn", "projection_dim": 8,
+                                                 "projection_hidden": 20})
+    assert m.projector[0].out_features == 20 and m.projector[2].out_features == 8
+    out = m(encode_strings(smiles_like(8, 1)), torch.Generator().manual_seed(0))
+    assert math.isfinite(float(out.loss.detach()))
+    with pytest.raises(ValueError, match="projection 'linear'"):
+        build_method("metamae", spec(), MODEL, {**METHOD_CFG["metamae"], "projection": "linear"})
+
+
+def test_metamae_with_sincos_table() -> None:
+    """The paper's fixed sine-cosine table: Nearby-S in embedding space still picks the masked
+    tokens closest to the visible ones (on that table, the index neighbours), and the run is
+    marked as carrying an order prior; ``nearby: index`` stays marked too."""
+    from pipeline_src.methods.metamae import nearby_mask
+    from pipeline_src.models.embeddings import sincos_table
+
+    m = build("metamae", pos_embedding="sincos")
+    assert m.domain_agnostic is False and "encoder.embedding.pos" not in dict(m.named_parameters())
+    assert build_method("metamae", spec(), {**MODEL, "pos_embedding": "sincos"},
+                        {**METHOD_CFG["metamae"], "nearby": "index"}).domain_agnostic is False
+    assert build("random", pos_embedding="sincos").domain_agnostic is False
+    visible = torch.zeros(1, 12, dtype=torch.bool)
+    visible[0, 5] = True
+    near = nearby_mask(sincos_table(12, 32), visible, ~visible, torch.tensor([2]))
+    assert near[0].nonzero().flatten().tolist() == [4, 6]
+    out = m(encode_strings(smiles_like(8, 1)), torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert math.isfinite(float(out.loss.detach())) and m.encoder.embedding.pos.grad is None
+
+
+def test_default_path_pinned() -> None:
+    """Models built without the new keys (pos_embedding, decoder_dropout, projection*) are those of
+    before them: state_dict names and the first loss of a fixed seed, recorded before the keys."""
+    import hashlib
+
+    pinned = {("metamae", "transformer"): (107, "be8c64d7753e", 5.841373920440674),
+              ("metamae", "perceiver"): (110, "2aa9514470e7", 5.839524269104004),
+              ("random", "transformer"): (54, "b45f80991e58", 5.78347635269165)}
+    for (name, arch), (count, key_hash, loss) in pinned.items():
+        torch.manual_seed(0)
+        m = build_method(name, spec(), {**MODEL, "arch": arch}, METHOD_CFG[name])
+        keys = list(m.state_dict())
+        assert (len(keys), hashlib.sha256(" ".join(keys).encode()).hexdigest()[:12]) == (count, key_hash)
+        out = m(encode_strings(smiles_like(8, 3)), torch.Generator().manual_seed(5))
+        assert out.loss.item() == pytest.approx(loss, rel=1e-6, abs=0), (name, arch)
+
+
 def test_r2mae_ratios_cover_range() -> None:
     m = build("r2mae")
     r = m.sample_ratio(20000, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -224,9 +295,10 @@ def test_metamae_inner_step_is_second_order() -> None:
 
 # --- domain-agnostic: SMA eq. 1 -------------------------------------------------------------
 
-def _trajectory(name: str, arch: str, batches: list[Batch], perm: torch.Tensor | None) -> list[float]:
+def _trajectory(name: str, arch: str, batches: list[Batch], perm: torch.Tensor | None,
+                **model_over: object) -> list[float]:
     torch.manual_seed(0)
-    m = build(name, arch=arch)
+    m = build(name, arch=arch, **model_over)
     if perm is not None:
         with torch.no_grad():
             m.encoder.embedding.pos.copy_(m.encoder.embedding.pos[perm])
@@ -265,6 +337,17 @@ def test_domain_agnostic_permutation(name: str, arch: str, float64: None) -> Non
     permuted = _trajectory(name, arch, batches, perm)
     same = torch.allclose(torch.tensor(base), torch.tensor(permuted), rtol=1e-9, atol=1e-10)
     assert same == REGISTRY[name].domain_agnostic, (name, base, permuted)
+
+
+def test_sincos_run_permutes_with_its_table(float64: None) -> None:
+    """With the fixed sine-cosine table permuted along with the tokens, a MetaMAE run (Nearby-S in
+    embedding space) follows the same trajectory: eq. 1 holds formally; the order prior is in the
+    table itself, which is why such a run is marked not domain-agnostic."""
+    batches = [encode_strings(smiles_like(12, s)) for s in range(3)]
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(42))
+    base = _trajectory("metamae", "transformer", batches, None, pos_embedding="sincos")
+    permuted = _trajectory("metamae", "transformer", batches, perm, pos_embedding="sincos")
+    torch.testing.assert_close(torch.tensor(base), torch.tensor(permuted), rtol=1e-9, atol=1e-10)
 
 
 # --- mixed precision: guided mask scores in fp32 --------------------------------------------

@@ -185,3 +185,72 @@ def test_dropout_zero_is_the_plain_model(arch: str) -> None:
 def test_dropout_out_of_range_is_rejected() -> None:
     with pytest.raises(ValueError, match="model.dropout"):
         build_encoder(_spec("discrete"), {**CFG, "arch": "transformer", "dropout": 1.5})
+
+
+def test_decoder_dropout_overrides_the_model_dropout() -> None:
+    """``decoder_dropout`` (MetaMAE Table 7: P_drop = 0 in the decoder): the decoders of a model
+    with encoder dropout 0.3 and decoder dropout 0 run the same in train and eval mode."""
+    from pipeline_src.methods import build_method
+    from pipeline_src.models.encoders import decoder_dropout
+
+    assert decoder_dropout({"dropout": 0.3}) == 0.3 and decoder_dropout({"dropout": 0.3, "decoder_dropout": 0.0}) == 0.0
+    with pytest.raises(ValueError, match="model.dropout"):
+        decoder_dropout({"decoder_dropout": 2.0})
+    m = build_method("random", _spec("discrete"), {**CFG, "arch": "transformer", "dropout": 0.3, "decoder_dropout": 0.0}, {})
+    pos, h = torch.randn(3, 7, 32), torch.randn(3, 5, 32)
+    assert torch.equal(m.decoder.train()(pos, h, None), m.decoder.eval()(pos, h, None))
+    enc = m.encoder
+    batch = _batch("discrete")
+    assert not torch.equal(enc.train().encode(batch).h, enc.eval().encode(batch).h)  # the encoder keeps 0.3
+
+
+# --- positional table (model.pos_embedding) -------------------------------------------------
+
+def test_sincos_table_hand_computed() -> None:
+    """dim 4: h = 2, w = (1, 1/100); row p = [sin p, sin(p/100), cos p, cos(p/100)]."""
+    from pipeline_src.models.embeddings import sincos_table
+
+    t = sincos_table(3, 4)
+    assert t.shape == (3, 4) and t.dtype == torch.get_default_dtype()
+    want = torch.tensor([[0.0, 0.0, 1.0, 1.0],
+                         [0.8414709848, 0.0099998333, 0.5403023059, 0.9999500004],
+                         [0.9092974268, 0.0199986667, -0.4161468365, 0.9998000067]])
+    torch.testing.assert_close(t, want, rtol=0, atol=1e-7)
+    big = sincos_table(50, 8)
+    assert big.shape == (50, 8)
+    torch.testing.assert_close(big[:, :4] ** 2 + big[:, 4:] ** 2, torch.ones(50, 4))  # sin^2 + cos^2 per frequency
+    assert torch.equal(sincos_table(50, 8)[:3], sincos_table(3, 8))                   # rows do not depend on n
+    with pytest.raises(ValueError, match="even model dim"):
+        sincos_table(5, 7)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "perceiver"])
+def test_sincos_table_is_a_fixed_buffer(arch: str) -> None:
+    from pipeline_src.models.embeddings import sincos_table
+
+    enc = build_encoder(_spec("discrete"), {**CFG, "arch": arch, "pos_embedding": "sincos"})
+    names = dict(enc.named_parameters())
+    assert "embedding.pos" not in names and "embedding.pos" in enc.state_dict()   # saved, not trained
+    assert torch.equal(enc.embedding.pos, sincos_table(N, CFG["dim"]))
+    opt = torch.optim.SGD(enc.parameters(), lr=1.0)
+    enc.encode(_batch("discrete")).h.square().sum().backward()
+    opt.step()
+    assert torch.equal(enc.embedding.pos, sincos_table(N, CFG["dim"]))
+    learned = build_encoder(_spec("discrete"), {**CFG, "arch": arch})
+    assert "embedding.pos" in dict(learned.named_parameters())
+    assert set(learned.state_dict()) == set(enc.state_dict())                     # same keys either way
+    with pytest.raises(ValueError, match="pos_embedding 'rope'"):
+        build_encoder(_spec("discrete"), {**CFG, "arch": arch, "pos_embedding": "rope"})
+
+
+def test_learned_is_the_default_bit_for_bit() -> None:
+    """``pos_embedding: learned`` written out builds the model that leaving it out builds."""
+    batch = _batch("continuous")
+    for arch in ["transformer", "perceiver"]:
+        torch.manual_seed(0)
+        plain = build_encoder(_spec("continuous"), {**CFG, "arch": arch})
+        torch.manual_seed(0)
+        named = build_encoder(_spec("continuous"), {**CFG, "arch": arch, "pos_embedding": "learned"})
+        a, b = plain.state_dict(), named.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+        assert torch.equal(plain.encode(batch).h, named.encode(batch).h)

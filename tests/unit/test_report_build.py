@@ -198,3 +198,15 @@ def test_report_reads_files_only(workdir: Path):
     assert "HEAVY []" in r.stdout, r.stdout[-2000:]
     md = Path("reports/all.md").read_text()
     assert "mask_moses_sma.png" in md and "not domain-agnostic" in md
+
+
+def test_settings_lines_name_a_methods_own_model():
+    from pipeline_src.report.build import _own_models
+
+    d = {"model": {"arch": "perceiver", "dim": 512, "depth": 16, "heads": 8, "max_len": 1024},
+         "pretrain": {"steps": 3235, "batch_size": 256, "lr": 1e-4, "weight_decay": 0.01},
+         "pretrain_by_method": {"metamae": {"steps": 100000, "batch_size": 128, "weight_decay": 1e-4}},
+         "model_by_method": {"metamae": {"arch": "transformer", "dim": 256, "pos_embedding": "sincos"}}}
+    assert _own_models(d) == ("; metamae: its own model, transformer dim 256, depth 16, heads 8, sincos positions, "
+                              "100000 steps × batch 128, lr 0.0001, weight decay 0.0001")
+    assert _own_models({k: v for k, v in d.items() if k != "model_by_method"}) == ""

@@ -78,6 +78,45 @@ def test_run_pretrain_none_writes_seeded_untrained_encoder(processed: Path, tmp_
     assert (a / "log.jsonl").read_text() == ""
 
 
+OWN_MODEL = {"dim": 24, "depth": 2, "heads": 4, "mlp_ratio": 1, "decoder_dim": 8, "decoder_heads": 2,
+             "pos_embedding": "sincos", "dropout": 0.1, "decoder_dropout": 0.0}
+
+
+def test_metamae_checkpoint_with_its_own_model_evaluates(processed: Path, tmp_path: Path, capsys):
+    """``model_by_method.metamae``: the checkpoint records the merged model, and the linear
+    (features) and finetune paths of evaluation rebuild that encoder, not the domain's."""
+    from pipeline_src.evaluate.finetune import finetune
+    from pipeline_src.evaluate.run import run_features
+    from pipeline_src.models.embeddings import sincos_table
+
+    cfg = _config()
+    cfg["methods"]["metamae"] = {"mask_ratio": 0.5, "decoder_depth": 1, "projection": "bn", "projection_dim": 4}
+    cfg["domains"]["chemistry"]["model_by_method"] = {"metamae": OWN_MODEL}
+    cfg["evaluate"] = {"feature_batch_size": 16}
+    job = resolve_pretrain(cfg, "moses", "metamae")
+    assert job.model == {**MODEL, **OWN_MODEL} and resolve_pretrain(cfg, "moses", "none").model == MODEL
+    out = tmp_path / "ckpt" / "moses" / "metamae" / "seed0"
+    pretrain_cmd.run_pretrain(job, str(processed), str(out), seed=0, threads=1)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["finished"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["model_cfg"] == {**MODEL, **OWN_MODEL} and meta["domain_agnostic"] is False  # sincos: an order prior
+
+    feats = tmp_path / "features" / "seed0.npz"
+    rows = np.arange(30)
+    run_features(cfg, str(out / "model.pt"), processed, str(feats), rows)
+    assert np.load(feats)["X"].shape == (30, 24)
+
+    encoder, meta = load_pretrained(out / "model.pt", encoder_only=True)   # as evaluate.run's finetune does
+    assert torch.equal(encoder.embedding.pos, sincos_table(24, 24)) and len(encoder.blocks) == 2
+    data = pretrain_cmd.load_corpus(processed, fold=None).subset(rows)
+    y = np.linspace(0.0, 1.0, 30)
+    fold = np.array(["train"] * 20 + ["valid"] * 5 + ["test"] * 5, dtype=object)
+    res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, "regression", "rmse",
+                   {"epochs": 1, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "patience": 1},
+                   int(meta["max_len"]), 0, "cpu", log=lambda m: None)
+    assert np.isfinite(res.test)
+
+
 def test_resolve_pretrain_rejects_a_task_dataset():
     with pytest.raises(ValueError, match="not its pretraining corpus"):
         _job("esol", "random")
