@@ -35,11 +35,17 @@ def checkpoint_path(corpus: str, method: str, seed: int, root: str | Path = "dat
 
 
 META_FILE = "meta.json"   # beside model.pt: its metadata as JSON
+LOG_FILE = "log.jsonl"    # beside model.pt: one line per logged pretraining step
 
 
 def meta_path(corpus: str, method: str, seed: int, root: str | Path = "data/checkpoints") -> str:
     """``model.pt``'s metadata as JSON (what the report reads of a pretraining run)."""
     return f"{checkpoint_dir(corpus, method, seed, root)}/{META_FILE}"
+
+
+def log_path(corpus: str, method: str, seed: int, root: str | Path = "data/checkpoints") -> str:
+    """The pretraining log of a checkpoint (the loss curve the report and DVC plots draw)."""
+    return f"{checkpoint_dir(corpus, method, seed, root)}/{LOG_FILE}"
 
 
 def masks_path(corpus: str, method: str, root: str | Path = "data/masks") -> str:

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..plan import BASELINE_KINDS
 from .linear import ProbeResult, linear_probe
 from .metrics import compute_metric, is_better
 
@@ -106,13 +107,14 @@ def aac_linear(X: np.ndarray, y, fold, task, metric, seed: int, threads: int = 1
     return linear_probe(X, y, fold, task, metric, seed)
 
 
-# name -> (input kind it applies to, features of a table (once per job), fit-and-score on one split)
-BASELINES: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray], Callable[..., ProbeResult]]] = {
-    "rf_morgan": ("smiles", morgan_table, rf_morgan),
-    "gbm": ("numeric", numeric_table, gbm_features),
-    "aac_linear": ("protein", aac_table, aac_linear),
+# name -> (input kind it applies to, features of a table (once per job), fit-and-score on one split);
+# the kinds, which the plan needs without these imports, live in plan.BASELINE_KINDS
+_FUNCTIONS: dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], Callable[..., ProbeResult]]] = {
+    "rf_morgan": (morgan_table, rf_morgan),
+    "gbm": (numeric_table, gbm_features),
+    "aac_linear": (aac_table, aac_linear),
 }
-
-
-def baselines_for(input_kind: str) -> list[str]:
-    return [name for name, (kind, _, _) in BASELINES.items() if kind == input_kind]
+BASELINES: dict[str, tuple[str, Callable[[pd.DataFrame], np.ndarray], Callable[..., ProbeResult]]] = {
+    name: (BASELINE_KINDS[name], *fns) for name, fns in _FUNCTIONS.items()}
+if set(_FUNCTIONS) != set(BASELINE_KINDS):
+    raise ImportError(f"plan.BASELINE_KINDS {sorted(BASELINE_KINDS)} and the baseline functions {sorted(_FUNCTIONS)} differ")

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from ..config import ConfigError, config_hash, load_config, load_registry
-from ..paths import masks_path
+from ..paths import log_path, masks_path
 from ..plan import MASK_METHODS, baselines_for, eval_settings_hash, planned_results
 from ..atomic import write_bytes_atomic
 from ..plan import pretrain_seeds
@@ -553,7 +553,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     for dom, d in cfg["domains"].items():
         corpus = d["corpus"]
         seed = pretrain_seeds(cfg, dom)[0]
-        logs = {m: read_loss_log(Path(checkpoints_root) / corpus / m / f"seed{seed}" / "log.jsonl") for m in methods if m != "none"}
+        logs = {m: read_loss_log(log_path(corpus, m, seed, checkpoints_root)) for m in methods if m != "none"}
         base = next((meta.get("diagnostic", {}).get("baseline") for (c, _, _), meta in metas.items()
                      if c == corpus and (meta.get("diagnostic") or {}).get("baseline")), None)
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_bytes_atomic
+from ..paths import log_path
 from .aggregate import aggregate, load_results, parse_result_path, restrict_to
 
 
@@ -42,7 +43,7 @@ def loss_tables(checkpoints_root: str | Path, runs: list[tuple[str, str, int]]) 
 
     out = {}
     for corpus, method, seed in runs:
-        df = read_loss_log(Path(checkpoints_root) / corpus / method / f"seed{seed}" / "log.jsonl")
+        df = read_loss_log(log_path(corpus, method, seed, checkpoints_root))
         if df.empty:
             continue
         df = df[["step", "loss"]].dropna().sort_values("step", kind="stable")

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..atomic import write_json_atomic
 from ..batch import InputSpec
-from ..paths import META_FILE
+from ..paths import LOG_FILE, META_FILE
 from ..data.encode import Encoded
 from .checkpoint import atomic_save, load_checkpoint, load_verified, remove_stale_tmp, rng_state, run_hash, save_checkpoint, set_rng_state
 from . import distributed as ddp_util
@@ -42,7 +42,7 @@ from .devices import autocast, peak_memory_bytes, pick_device, seed_everything
 
 CHECKPOINT_NAME = "last.pt"
 MODEL_NAME = "model.pt"
-LOG_NAME = "log.jsonl"
+LOG_NAME = LOG_FILE
 # keys of the pretrain config that do not change the trajectory, so they stay out of the run hash
 _HASH_EXEMPT = {"checkpoint_every"}
 

@@ -88,11 +88,11 @@ def test_metamae_checkpoint_with_its_own_model_evaluates(processed: Path, tmp_pa
     from pipeline_src.evaluate.finetune import finetune
     from pipeline_src.evaluate.run import run_features
     from pipeline_src.models.embeddings import sincos_table
+    from pipeline_src.spec import FinetuneSpec
 
     cfg = _config()
     cfg["methods"]["metamae"] = {"mask_ratio": 0.5, "decoder_depth": 1, "projection": "bn", "projection_dim": 4}
     cfg["domains"]["chemistry"]["model_by_method"] = {"metamae": OWN_MODEL}
-    cfg["evaluate"] = {"feature_batch_size": 16}
     job = resolve_pretrain(cfg, "moses", "metamae")
     assert job.model == {**MODEL, **OWN_MODEL} and resolve_pretrain(cfg, "moses", "none").model == MODEL
     out = tmp_path / "ckpt" / "moses" / "metamae" / "seed0"
@@ -103,7 +103,7 @@ def test_metamae_checkpoint_with_its_own_model_evaluates(processed: Path, tmp_pa
 
     feats = tmp_path / "features" / "seed0.npz"
     rows = np.arange(30)
-    run_features(cfg, str(out / "model.pt"), processed, str(feats), rows)
+    run_features(str(out / "model.pt"), processed, str(feats), rows, batch_size=16)
     assert np.load(feats)["X"].shape == (30, 24)
 
     encoder, meta = load_pretrained(out / "model.pt", encoder_only=True)   # as evaluate.run's finetune does
@@ -112,7 +112,7 @@ def test_metamae_checkpoint_with_its_own_model_evaluates(processed: Path, tmp_pa
     y = np.linspace(0.0, 1.0, 30)
     fold = np.array(["train"] * 20 + ["valid"] * 5 + ["test"] * 5, dtype=object)
     res = finetune(encoder, int(meta["model_cfg"]["dim"]), data, y, fold, "regression", "rmse",
-                   {"epochs": 1, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "patience": 1},
+                   FinetuneSpec(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, patience=1),
                    int(meta["max_len"]), 0, "cpu", log=lambda m: None)
     assert np.isfinite(res.test)
 
