@@ -112,10 +112,10 @@ def _module_closure(path: Path) -> list[Path]:
             continue
         seen.append(p)
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                sibling = p.parent / f"{node.module.split('.')[0]}.py"
-                if sibling.exists():
-                    todo.append(sibling)
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                # from .x import y -> x; from . import x, y -> x, y
+                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                todo += [s for s in (p.parent / f"{n}.py" for n in names) if s.exists()]
     return seen
 
 
@@ -129,6 +129,9 @@ def method_sources(method: str, root: str | Path = ".") -> list[str]:
         raise ConfigError(f"unknown method {method!r}; known: {sorted(REGISTRY)}")
     src = Path(inspect.getsourcefile(REGISTRY[method])).resolve()
     base = Path(root).resolve()
+    if not src.is_relative_to(base):
+        raise ConfigError(f"method {method!r} is imported from {src}, outside the project at {base}: "
+                          "run the command from the project root")
     return sorted(p.relative_to(base).as_posix() for p in _module_closure(src))
 
 

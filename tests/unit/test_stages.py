@@ -94,3 +94,19 @@ def test_targets_of_a_stage(at_root):
         targets(cfg, registry, dataset="bbbp", method="gbm")
     with pytest.raises(ConfigError, match="no pretraining stage for corpus 'uniprot'"):
         targets(cfg, registry, corpus="uniprot", method="sma")
+
+
+def test_module_closure_reads_both_import_forms(tmp_path):
+    from pipeline_src.stages import _module_closure
+
+    (tmp_path / "a.py").write_text("from . import b, c\nfrom .d import thing\nimport os\n")
+    (tmp_path / "b.py").write_text("from .a import x\n")          # a cycle ends
+    (tmp_path / "c.py").write_text("")
+    (tmp_path / "d.py").write_text("from ..other import y\n")     # a parent package: not a sibling
+    (tmp_path / "e.py").write_text("")                             # not imported
+    assert sorted(p.name for p in _module_closure(tmp_path / "a.py")) == ["a.py", "b.py", "c.py", "d.py"]
+
+
+def test_method_sources_outside_the_root_fail_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="outside the project"):
+        method_sources("sma", root=tmp_path)
