@@ -160,13 +160,20 @@ def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = "."
     """Relative spec path -> its content, for every stage of the run."""
     items = stage_items(cfg, registry)
     dom_of = {d["corpus"]: dom for dom, d in cfg["domains"].items()}
+    digests: dict[tuple[str, str], dict[str, str]] = {}   # (kind, method): the same for every task
+
+    def code(kind: str, m: str) -> dict[str, str]:
+        if (kind, m) not in digests:
+            digests[kind, m] = code_digest(kind, m, root)
+        return digests[kind, m]
+
     out: dict[str, dict[str, Any]] = {}
     for it in items["pretrain"].values():
         corpus, m = it["corpus"], it["method"]
         job = resolve_pretrain(cfg, corpus, m)
         out[f"pretrain/{corpus}/{m}.json"] = {
             "settings": job.settings(), "seeds": pretrain_seeds(cfg, dom_of[corpus]),
-            "code": code_digest("pretrain", m, root)}
+            "code": code("pretrain", m)}
     for kind in ("evaluate", "classical"):
         for it in items[kind].values():
             ds, m = it["dataset"], it["method"]
@@ -174,7 +181,7 @@ def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = "."
             out[f"{kind}/{ds}/{m}.json"] = {
                 "settings": {p: eval_settings(cfg, registry, ds, p) for p in protocols},
                 "results": [k.path() for p in protocols for k in results_of(cfg, ds, m, p)],
-                "code": code_digest(kind, m, root)}
+                "code": code(kind, m)}
     return out
 
 
