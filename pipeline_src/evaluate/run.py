@@ -196,8 +196,6 @@ def run_evaluate(job: EvalJob, processed: str, outs: list[str],
         missing = [k for k in seeds if k not in models or (protocol == "linear" and k not in feats)]
         if missing:
             raise ConfigError(f"the {protocol} protocol needs --model (and, linear, --features) for seed(s) {missing}")
-    elif protocol != "classical":
-        raise ConfigError(f"unknown protocol {protocol!r}")
     if threads and protocol != "classical":
         import torch
 
