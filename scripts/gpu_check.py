@@ -7,14 +7,19 @@ Parts (each reported, a failure in one does not stop the others):
   1. every pretraining method at the paper model size of each domain (``config/paper.yaml``) for
      up to ``--steps`` steps (at most ``--run-seconds`` each) in bf16 autocast on synthetic batches
      of the domain's shape, all methods at SMA's mask ratio of the domain: steps/s, tokens/s,
-     FLOP/s against the bf16 matmul peak, peak memory, and SMA step / random step. A run that
-     runs out of GPU memory is retried at half the batch (the batch used is reported);
+     FLOP/s against the bf16 matmul peak, peak memory. A run that runs out of GPU memory is
+     retried at half the batch (the batch used is reported). SMA step / random step is measured
+     apart, the two models stepped in turn (``--ratio-rounds`` rounds, median of the per-round
+     ratios), so that the order of the runs does not enter it;
   2. one finetune epoch (``pipeline_src.evaluate.finetune.finetune``, epochs = 1) and one linear
      evaluation (frozen features + ``linear_probe``) on ESOL from the test fixtures, with the
      chemistry encoder just pretrained by ``random``;
   3. the CI config through ``snakemake --cores 8 --resources gpu=1 --configfile config/ci.yaml``
-     in a temporary copy of the workflow (with ``--cpu-smoke`` a dry run, ``-n``;
-     ``--skip-snakemake`` leaves it out).
+     in a temporary copy of the workflow, trimmed to two methods (random, sma) and one seed: with
+     one GPU its jobs that use the GPU run one at a time, and the whole CI config (98 of them, a few
+     seconds each, mostly process start) does not fit the check's budget; ``--snakemake-full``
+     runs all of it. With ``--cpu-smoke`` a dry run (``-n``).
+``--parts`` picks the parts (default all three); ``--domains`` the domains of part 1.
 Without CUDA (and without ``--cpu-smoke``) it says so and exits 0. Exit status 1 when a part failed.
 """
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +55,8 @@ from pipeline_src.atomic import write_bytes_atomic  # noqa: E402
 from pipeline_src.methods import build_method  # noqa: E402
 
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "tests/fixtures"]
+PARTS = ("pretrain", "evaluate", "snakemake")
+TRIM = "methods_run: [random, sma]\nseeds: [0]\npretrain_seeds: [0]\n"   # part 3 unless --snakemake-full
 SAMPLE_LENGTHS = {"chemistry": (30, 60), "proteins": (512, 1024), "physics": (28, 28)}  # synthetic (min, max)
 EVAL_TASK = "esol"
 
@@ -81,11 +89,17 @@ def smoke_model(model: dict[str, Any]) -> dict[str, Any]:
             "decoder_heads": 2, "max_len": min(int(model["max_len"]), 64)}
 
 
-def paper_shapes(smoke: bool) -> dict[str, tuple[Shape, dict[str, Any], float]]:
-    """domain -> (shape, paper config, learning rate). ``smoke``: tiny models, batches and lengths."""
+def paper_shapes(smoke: bool, domains: list[str] | None = None) -> dict[str, tuple[Shape, dict[str, Any], float]]:
+    """domain -> (shape, paper config, learning rate). ``smoke``: tiny models, batches and lengths;
+    ``domains``: only these (an unknown name fails, naming the known ones)."""
     cfg = load_config(ROOT / "config" / "config.yaml", [ROOT / "config" / "paper.yaml"])
+    unknown = sorted(set(domains or ()) - set(cfg["domains"]))
+    if unknown:
+        raise SystemExit(f"gpu_check: unknown domain(s) {unknown}; config/paper.yaml has {sorted(cfg['domains'])}")
     out = {}
     for domain, d in cfg["domains"].items():
+        if domains and domain not in domains:
+            continue
         model = dict(d["model"])
         ratio = float(resolve_pretrain(cfg, d["corpus"], "sma").method_cfg["mask_ratio"])
         lo, hi = SAMPLE_LENGTHS.get(domain, (model["max_len"], model["max_len"]))
@@ -139,15 +153,15 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def train_steps(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device: torch.device, steps: int,
-                max_seconds: float, warmup: int, keep: dict[str, Any]) -> Run:
-    run = Run(shape.domain, name, shape.batch)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+N_BATCHES = 4          # synthetic batches per run, cycled (the default warm-up steps through each one)
+
+
+def make_stepper(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device: torch.device):
+    """(model, step(i) -> loss, tokens per batch): one bf16-autocast AdamW step on batch ``i % N_BATCHES``."""
     torch.manual_seed(0)
     model = build_method(name, shape.spec(), shape.model, mcfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    batches = [synthetic_batch(shape, seed=i, device=device) for i in range(4)]
+    batches = [synthetic_batch(shape, seed=i, device=device) for i in range(N_BATCHES)]
     tokens = [int(b.n_valid.sum()) for b in batches]
     g = torch.Generator(device=device).manual_seed(0)
 
@@ -160,6 +174,16 @@ def train_steps(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device
         opt.step()
         return out.loss.detach()
 
+    return model, step, tokens
+
+
+def train_steps(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device: torch.device, steps: int,
+                max_seconds: float, warmup: int, keep: dict[str, Any]) -> Run:
+    run = Run(shape.domain, name, shape.batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model, step, tokens = make_stepper(shape, name, mcfg, lr, device)
+
     with FlopCounterMode(display=False) as fc:                      # the first warm-up step, counted
         step(0)
     run.flops_per_step = float(fc.get_total_flops())
@@ -170,7 +194,7 @@ def train_steps(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device
     loss = None
     while run.steps < steps and (run.steps == 0 or time.perf_counter() - t0 < max_seconds):
         loss = step(warmup + run.steps)
-        run.tokens += tokens[(warmup + run.steps) % len(batches)]
+        run.tokens += tokens[(warmup + run.steps) % len(tokens)]
         run.steps += 1
     sync(device)
     run.seconds = time.perf_counter() - t0
@@ -184,10 +208,35 @@ def train_steps(shape: Shape, name: str, mcfg: dict[str, Any], lr: float, device
     return run
 
 
+def paired_ratio(shape: Shape, cfg: dict[str, Any], lr: float, device: torch.device, rounds: int,
+                 warmup: int) -> float:
+    """SMA step / random step on the domain's shape: both models in memory, one step of each per
+    round (which goes first alternates), each step timed on its own; the median of the per-round ratios."""
+    steppers = {name: make_stepper(shape, name, run_cfg(cfg, shape.domain, name, shape.ratio), lr, device)[1]
+                for name in ("random", "sma")}
+    for i in range(warmup):
+        for step in steppers.values():
+            step(i)
+    ratios = []
+    for r in range(rounds):
+        t = {}
+        for name in (("random", "sma") if r % 2 == 0 else ("sma", "random")):
+            sync(device)
+            t0 = time.perf_counter()
+            steppers[name](warmup + r)
+            sync(device)
+            t[name] = time.perf_counter() - t0
+        ratios.append(t["sma"] / t["random"])
+    return statistics.median(ratios)
+
+
 def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds: float, warmup: int,
-                     keep: dict[str, Any], log) -> list[Run]:
+                     keep: dict[str, Any], log, domains: list[str] | None = None, ratio_rounds: int = 0,
+                     ratios: dict[str, Any] | None = None) -> list[Run]:
+    """Part 1. With ``ratio_rounds``, ``ratios[domain]`` gets SMA step / random step (:func:`paired_ratio`;
+    a failure there is recorded as its message)."""
     runs = []
-    for domain, (shape, cfg, lr) in paper_shapes(smoke).items():
+    for domain, (shape, cfg, lr) in paper_shapes(smoke, domains).items():
         for name in METHODS:
             own, own_model = method_shape(shape, cfg, name, smoke)
             mcfg, batch, notes = run_cfg(cfg, domain, name, own.ratio), own.batch, []
@@ -215,6 +264,15 @@ def pretraining_part(device: torch.device, smoke: bool, steps: int, max_seconds:
             log(f"{domain:<9} {name:<8} batch {run.batch:>4}  {run.steps:>4} steps  "
                 f"{run.step_s * 1e3:8.1f} ms/step  {run.status}")
             runs.append(run)
+        if ratio_rounds and ratios is not None:
+            try:
+                ratios[domain] = paired_ratio(shape, cfg, lr, device, ratio_rounds, warmup)
+            except Exception as e:  # noqa: BLE001
+                log(traceback.format_exc())
+                ratios[domain] = f"FAILED: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+            free_memory(device)
+            r = ratios[domain]
+            log(f"{domain:<9} SMA step / random step, interleaved: {r if isinstance(r, str) else format(r, '.3f')}")
     return runs
 
 
@@ -292,10 +350,38 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake_part(work: Path, cores: int, dry_run: bool, timeout_s: float, log) -> dict[str, Any]:
+def job_devices(wd: Path) -> dict[str, int]:
+    """How many pretrained checkpoints (``meta.json``) and encoder results recorded each device (the
+    checkpoints of method ``none``, never trained, and the classical baselines' results are left out)."""
+    import json
+    from collections import Counter
+
+    from pipeline_src.plan import BASELINE_KINDS
+    from pipeline_src.train.pretrain import NO_PRETRAINING
+
+    ckpt, res = wd / "data" / "checkpoints", wd / "data" / "results"
+    files = [f for f in ckpt.rglob("meta.json") if f.relative_to(ckpt).parts[1] != NO_PRETRAINING] + \
+        [f for f in res.rglob("*.json") if f.relative_to(res).parts[1] not in BASELINE_KINDS]
+    seen: Counter[str] = Counter()
+    for f in files:
+        try:
+            seen[str(json.loads(f.read_text()).get("device", "none recorded"))] += 1
+        except (OSError, ValueError, AttributeError):
+            seen["unreadable"] += 1
+    return dict(sorted(seen.items()))
+
+
+def snakemake_part(work: Path, cores: int, dry_run: bool, timeout_s: float, log, full: bool = False,
+                   expect_gpu: bool = False) -> dict[str, Any]:
+    """Part 3. ``expect_gpu``: it fails unless every pretrained checkpoint and encoder result
+    recorded a CUDA device."""
     wd = copy_workflow(work / "workflow_copy")
+    configs = ["config/ci.yaml"]
+    if not full:
+        (wd / "gpu_check_trim.yaml").write_text(TRIM)
+        configs.append("gpu_check_trim.yaml")
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--resources", "gpu=1",
-           *(["-n"] if dry_run else []), "--configfile", "config/ci.yaml"]
+           *(["-n"] if dry_run else []), "--configfile", *configs]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.setdefault("MASKBENCH_GPU_LOCK_DIR", str(work / "gpu_locks"))
     t0 = time.perf_counter()
@@ -316,9 +402,11 @@ def snakemake_part(work: Path, cores: int, dry_run: bool, timeout_s: float, log)
     tail = ("" if rc is not None else f"timed out after {timeout_s:.0f} s\n") + log_path.read_text(errors="replace")[-3000:]
     results = sorted((wd / "data" / "results").rglob("*.json")) if (wd / "data" / "results").is_dir() else []
     report = wd / "reports" / "all.md"
-    ok = rc == 0 and (dry_run or report.exists())
-    out = {"command": " ".join(["snakemake", *cmd[3:]]), "dry_run": dry_run, "rc": rc, "seconds": seconds,
-           "results": len(results), "report": report.exists(), "status": "ok" if ok else "FAILED", "tail": tail}
+    devices = job_devices(wd)
+    on_cpu = {d: n for d, n in devices.items() if not d.startswith("cuda")}
+    ok = rc == 0 and (dry_run or report.exists()) and not (expect_gpu and on_cpu)
+    out = {"command": " ".join(["snakemake", *cmd[3:]]), "trim": None if full else TRIM, "dry_run": dry_run, "rc": rc, "seconds": seconds,
+           "results": len(results), "report": report.exists(), "devices": devices, "status": "ok" if ok else "FAILED", "tail": tail}
     log(f"snakemake ({'dry run' if dry_run else 'CI config'}): rc {rc} in {seconds:.0f} s, {len(results)} results")
     return out
 
@@ -337,10 +425,12 @@ def describe(shape: Shape) -> str:
             f"of {lo if lo == hi else f'{lo}-{hi}'} tokens; mask ratio {shape.ratio:g}")
 
 
-def summary(env: dict[str, Any], runs: list[Run], evals: list[dict[str, Any]], snake: dict[str, Any] | None,
-            total_s: float, smoke: bool, shapes: list[Shape]) -> tuple[str, int]:
-    """The markdown summary and the number of failed parts."""
-    failed = [r for r in runs if r.status != "ok"] + [e for e in evals if e["status"] != "ok"]
+def summary(env: dict[str, Any], runs: list[Run], evals: list[dict[str, Any]] | None, snake: dict[str, Any] | None,
+            total_s: float, smoke: bool, shapes: list[Shape], ratios: dict[str, Any],
+            ratio_rounds: int) -> tuple[str, int]:
+    """The markdown summary and the number of failed parts (``evals`` / ``snake`` None: part not run)."""
+    failed = [r for r in runs if r.status != "ok"] + [e for e in evals or [] if e["status"] != "ok"] + \
+        [v for v in ratios.values() if isinstance(v, str)]
     if snake is not None and snake["status"] != "ok":
         failed.append(snake)
     lines = ["# GPU check" + (" (CPU smoke run: tiny sizes, not paper scale)" if smoke else ""), "",
@@ -365,25 +455,35 @@ def summary(env: dict[str, Any], runs: list[Run], evals: list[dict[str, Any]], s
                      f"{fmt(1 / r.step_s if r.steps else math.nan, '.2f')} | "
                      f"{fmt(r.tokens / r.seconds if r.seconds else math.nan, ',.0f')} | {fmt(share, '.3f')} | {mem} | "
                      f"{fmt(r.loss, '.3f')} | {status} |")
-    lines += ["", "| domain | SMA step / random step |", "|---|---:|"]
+    lines += ["", f"SMA step / random step on each domain's shape, the two models stepped in turn ({ratio_rounds} "
+              "rounds, which goes first alternating, each step timed alone; median of the per-round ratios). "
+              "From the table above (runs one after another) for comparison.", "",
+              "| domain | SMA step / random step, interleaved | from the runs above |", "|---|---:|---:|"]
     for domain in dict.fromkeys(r.domain for r in runs):
         by = {r.method: r for r in runs if r.domain == domain and r.steps and r.status == "ok"}
-        ratio = by["sma"].step_s / by["random"].step_s if {"sma", "random"} <= set(by) and \
+        seq = by["sma"].step_s / by["random"].step_s if {"sma", "random"} <= set(by) and \
             by["sma"].batch == by["random"].batch else math.nan
-        lines.append(f"| {domain} | {fmt(ratio, '.3f')} |")
+        paired = ratios.get(domain, math.nan)
+        lines.append(f"| {domain} | {paired if isinstance(paired, str) else fmt(paired, '.3f')} | {fmt(seq, '.3f')} |")
     lines += ["", f"## Evaluation ({EVAL_TASK} fixture, scaffold split, chemistry encoder pretrained above by random)", "",
               "| protocol | seconds | valid | test | rows train/valid/test | status |", "|---|---:|---:|---:|---|---|"]
-    for e in evals:
+    if evals is None:
+        lines.append("| not run (`--parts`) | | | | | |")
+    for e in evals or []:
         n = e.get("n") or {}
         lines.append(f"| {e['what']} | {fmt(e.get('seconds'))} | {fmt(e.get('valid'), '.3f')} | {fmt(e.get('test'), '.3f')} | "
                      f"{'/'.join(str(n[k]) for k in ('train', 'valid', 'test')) if n else '–'} | {e['status']} |")
     lines += ["", "## CI config through Snakemake", ""]
     if snake is None:
-        lines.append("Skipped (`--skip-snakemake`).")
+        lines.append("Not run (`--parts`).")
     else:
-        lines += [f"`{snake['command']}` (in a temporary copy of the workflow){' — dry run' if snake['dry_run'] else ''}: "
+        trim = ("" if snake["trim"] is None else
+                "; `gpu_check_trim.yaml`: " + ", ".join(f"`{line}`" for line in snake["trim"].splitlines()))
+        lines += [f"`{snake['command']}` (in a temporary copy of the workflow{trim}){' — dry run' if snake['dry_run'] else ''}: "
                   f"exit status {snake['rc']}, {snake['seconds']:.0f} s, {snake['results']} result files, "
-                  f"report {'written' if snake['report'] else 'not written'}: **{snake['status']}**."]
+                  f"report {'written' if snake['report'] else 'not written'}: **{snake['status']}**.", "",
+                  "Devices recorded by the checkpoints and results: " +
+                  (", ".join(f"{d} {n}" for d, n in snake["devices"].items()) or "none") + "."]
         if snake["status"] != "ok":
             lines += ["", "```", snake["tail"], "```"]
     return "\n".join(lines) + "\n", len(failed)
@@ -393,19 +493,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="reports/gpu_check.md", help="markdown summary (written atomically)")
     p.add_argument("--cpu-smoke", action="store_true", help="no GPU needed: tiny sizes, few steps, snakemake dry run")
-    p.add_argument("--skip-snakemake", action="store_true", help="leave out the snakemake part")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)} (evaluate "
+                   "needs pretrain with chemistry)")
+    p.add_argument("--domains", default=None, help="comma-separated domains of part 1 (default: every domain)")
+    p.add_argument("--ratio-rounds", type=int, default=None, help="rounds of the SMA / random ratio (default 30; smoke 3)")
+    p.add_argument("--snakemake-full", action="store_true", help="the whole CI config, not two methods and one seed")
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 200; smoke 3)")
     p.add_argument("--run-seconds", type=float, default=None, help="time cap per run (default 6 s; smoke 2 s)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per run (the first one counts FLOPs)")
+    p.add_argument("--warmup", type=int, default=N_BATCHES + 1,
+                   help="untimed steps per run (the first one counts FLOPs; the default steps through every batch)")
     p.add_argument("--cores", type=int, default=8, help="snakemake --cores")
     p.add_argument("--snakemake-timeout", type=float, default=330.0, help="seconds (then every job is ended)")
     a = p.parse_args(argv)
+    parts = [x for x in a.parts.split(",") if x]
+    if not parts or set(parts) - set(PARTS):
+        p.error(f"--parts: {a.parts!r}; choose from {','.join(PARTS)}")
+    domains = [x for x in a.domains.split(",") if x] if a.domains else None
     if not torch.cuda.is_available() and not a.cpu_smoke:
         print("gpu_check: no CUDA GPU on this machine; nothing to check (--cpu-smoke runs the CPU smoke version).")
         return 0
     smoke = a.cpu_smoke
     device = torch.device("cpu" if smoke else "cuda")
     steps = a.steps if a.steps is not None else (3 if smoke else 200)
+    ratio_rounds = a.ratio_rounds if a.ratio_rounds is not None else (3 if smoke else 30)
     run_seconds = a.run_seconds if a.run_seconds is not None else (2.0 if smoke else 6.0)
     if smoke:
         torch.set_num_threads(1)
@@ -421,19 +531,26 @@ def main(argv: list[str] | None = None) -> int:
            "fp32_peak": matmul_peak(size, 5, device), "bf16_peak": matmul_peak(size, 5, device, torch.bfloat16)}
     log(f"{env['device']}: fp32 {env['fp32_peak'] / 1e12:.2f}, bf16 {env['bf16_peak'] / 1e12:.2f} TFLOP/s")
     keep: dict[str, Any] = {}
+    ratios: dict[str, Any] = {}
+    runs, evals, snake = [], None, None
     work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     try:
-        runs = pretraining_part(device, smoke, steps, run_seconds, a.warmup, keep, log)
-        try:
-            evals = evaluation_part(device, keep, work, log)
-        except Exception as e:  # noqa: BLE001  (e.g. the fixture task cannot be prepared)
-            log(traceback.format_exc())
-            evals = [{"what": "finetune / linear", "status": f"FAILED: {type(e).__name__}: {e}"}]
-        snake = None if a.skip_snakemake else snakemake_part(work, a.cores, smoke, a.snakemake_timeout, log)
+        if "pretrain" in parts:
+            runs = pretraining_part(device, smoke, steps, run_seconds, a.warmup, keep, log, domains, ratio_rounds, ratios)
+        if "evaluate" in parts:
+            try:
+                evals = evaluation_part(device, keep, work, log)
+            except Exception as e:  # noqa: BLE001  (e.g. the fixture task cannot be prepared)
+                log(traceback.format_exc())
+                evals = [{"what": "finetune / linear", "status": f"FAILED: {type(e).__name__}: {e}"}]
+        if "snakemake" in parts:
+            snake = snakemake_part(work, a.cores, smoke, a.snakemake_timeout, log, a.snakemake_full,
+                                   expect_gpu=device.type == "cuda")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    shapes = [shape for shape, _, _ in paper_shapes(smoke).values()]
-    text, n_failed = summary(env, runs, evals, snake, time.perf_counter() - t_start, smoke, shapes)
+    shapes = [shape for shape, _, _ in paper_shapes(smoke, domains).values()] if "pretrain" in parts else []
+    text, n_failed = summary(env, runs, evals, snake, time.perf_counter() - t_start, smoke, shapes, ratios,
+                             ratio_rounds)
     write_bytes_atomic(a.out, text.encode("utf-8"))
     log(f"wrote {a.out}: {'ok' if not n_failed else f'{n_failed} part(s) failed'}")
     return 1 if n_failed else 0

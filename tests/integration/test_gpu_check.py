@@ -35,11 +35,26 @@ def test_cpu_smoke_runs_every_part(tmp_path: Path) -> None:
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and line.endswith(" ok |")]
     trained = {(c[0].strip("| "), c[1]) for c in rows if len(c) == 11}
     assert trained == {(d, m) for d in ("chemistry", "proteins", "physics") for m in METHODS}
-    for domain in ("chemistry", "proteins", "physics"):               # a finite SMA / random ratio per domain
-        line = next(line for line in text.splitlines() if line.startswith(f"| {domain} | ") and line.count("|") == 3)
-        assert float(line.split("|")[2]) > 0
+    for domain in ("chemistry", "proteins", "physics"):               # finite SMA / random ratios per domain
+        line = next(line for line in text.splitlines() if line.startswith(f"| {domain} | ") and line.count("|") == 4)
+        assert float(line.split("|")[2]) > 0 and float(line.split("|")[3]) > 0
     assert "| finetune, 1 epoch |" in text and "| linear evaluation |" in text
-    assert "--resources gpu=1 -n --configfile config/ci.yaml" in text and "exit status 0" in text
+    assert "--resources gpu=1 -n --configfile config/ci.yaml gpu_check_trim.yaml" in text and "exit status 0" in text
+    assert "`methods_run: [random, sma]`" in text
+
+
+def test_parts_and_the_whole_ci_config(tmp_path: Path) -> None:
+    """``--parts snakemake --snakemake-full``: only the dry run, of the CI config untrimmed."""
+    out = tmp_path / "gpu_check.md"
+    r = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--parts", "snakemake", "--snakemake-full",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    text = out.read_text()
+    assert "-n --configfile config/ci.yaml`" in text and "gpu_check_trim" not in text
+    assert "| not run (`--parts`) |" in text and "| chemistry |" not in text
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--parts", "pretrain,nothing", "--out",
+                          str(tmp_path / "x.md")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "choose from pretrain,evaluate,snakemake" in bad.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the plain command runs the real check")
@@ -69,3 +84,21 @@ def test_out_of_memory_halves_the_batch(monkeypatch: pytest.MonkeyPatch) -> None
     assert meta[0].own_model.startswith("its own model: transformer, d 256, 12 layers")
     assert meta[0].notes == ["out of memory at batch 4", "out of memory at batch 2"]
     assert [b for n, b in tried if n == "metamae"] == [4, 2, 1] * 3
+
+
+def test_job_devices_counts_encoder_jobs_only(tmp_path: Path) -> None:
+    """Part 3 on a GPU fails when an encoder job recorded the CPU; the untrained checkpoints of method
+    none and the classical baselines' results do not count."""
+    import json
+
+    gc = _load()
+    files = {"data/checkpoints/moses/none/seed0/meta.json": "cpu",
+             "data/checkpoints/moses/sma/seed0/meta.json": "cuda:0",
+             "data/results/esol/rf_morgan/classical/scaffold/seed0.json": "cpu",
+             "data/results/esol/none/linear/scaffold/seed0.json": "cpu",
+             "data/results/esol/sma/linear/scaffold/seed0.json": "cuda:0",
+             "data/results/esol/random/finetune/scaffold/seed0.json": "cpu"}
+    for rel, device in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(json.dumps({"device": device}))
+    assert gc.job_devices(tmp_path) == {"cpu": 2, "cuda:0": 2}
