@@ -18,7 +18,8 @@ Parts (each reported, a failure in one does not stop the others):
      in a temporary copy of the workflow, trimmed to two methods (random, sma) and one seed: with
      one GPU its jobs that use the GPU run one at a time, and the whole CI config (98 of them, a few
      seconds each, mostly process start) does not fit the check's budget; ``--snakemake-full``
-     runs all of it. With ``--cpu-smoke`` a dry run (``-n``).
+     runs all of it. On a GPU it fails if a pretrained checkpoint or an encoder result records
+     another device than CUDA. With ``--cpu-smoke`` a dry run (``-n``).
 ``--parts`` picks the parts (default all three); ``--domains`` the domains of part 1.
 Without CUDA (and without ``--cpu-smoke``) it says so and exits 0. Exit status 1 when a part failed.
 """
