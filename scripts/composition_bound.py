@@ -22,34 +22,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline_src.config import load_config  # noqa: E402
-from pipeline_src.methods.masking import num_masked, random_mask  # noqa: E402
 from pipeline_src.spec import resolve_pretrain  # noqa: E402
 from pipeline_src.train.data import subsample  # noqa: E402
-from pipeline_src.train.diagnostic import HELDOUT_SEED, frequency_baseline, heldout_indices  # noqa: E402
+from pipeline_src.train.diagnostic import frequency_baseline, heldout_indices, heldout_masks  # noqa: E402
 from pipeline_src.train.pretrain import load_corpus  # noqa: E402
 
 VOCAB = 257          # batch ids: byte + 1, 0 = padding
 
 
 def masked_targets(heldout, max_len: int, ratio: float, batch_size: int):
-    """Per held-out sample: (visible ids, masked ids, masked positions), with the diagnostic's masks
-    (same generator, seed and batching as ``heldout_loss``)."""
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(HELDOUT_SEED)
+    """Per held-out sample: (visible ids, masked ids, masked positions), with the diagnostic's masks."""
     out = []
-    for start in range(0, len(heldout), batch_size):
-        batch = heldout.batch(np.arange(start, min(start + batch_size, len(heldout))), max_len)
-        noise = torch.rand(batch.padding_mask.shape, generator=gen)
-        mask = random_mask(noise, batch.padding_mask, num_masked(batch.n_valid, ratio)).numpy()
-        x, valid = batch.x.numpy(), (~batch.padding_mask).numpy()
+    for batch, mask in heldout_masks(heldout, max_len, ratio, batch_size):
+        x, valid, m = batch.x.numpy(), (~batch.padding_mask).numpy(), mask.numpy()
         for i in range(x.shape[0]):
-            out.append((x[i][valid[i] & ~mask[i]], x[i][mask[i]], np.flatnonzero(mask[i])))
+            out.append((x[i][valid[i] & ~m[i]], x[i][m[i]], np.flatnonzero(m[i])))
     return out
 
 

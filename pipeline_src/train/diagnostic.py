@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..batch import Batch
 from ..data.encode import Encoded
 from ..methods.masking import num_masked, random_mask
 
@@ -41,6 +43,18 @@ def frequency_baseline(corpus: Encoded) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+def heldout_masks(heldout: Encoded, max_len: int, mask_ratio: float, batch_size: int) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """The held-out batches (first ``max_len`` tokens) with their fixed masks, in order: the noise is
+    drawn on the CPU from a generator with a fixed seed, so the masks are the same on every device
+    and for every method."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(HELDOUT_SEED)
+    for start in range(0, len(heldout), batch_size):
+        batch = heldout.batch(np.arange(start, min(start + batch_size, len(heldout))), max_len)
+        noise = torch.rand(batch.padding_mask.shape, generator=gen)
+        yield batch, random_mask(noise, batch.padding_mask, num_masked(batch.n_valid, mask_ratio))
+
+
 @torch.no_grad()
 def heldout_loss(method: nn.Module, heldout: Encoded, max_len: int, mask_ratio: float, batch_size: int,
                  device: torch.device) -> float | None:
@@ -48,17 +62,11 @@ def heldout_loss(method: nn.Module, heldout: Encoded, max_len: int, mask_ratio: 
     method that does not reconstruct (``none``)."""
     was_training = method.training
     method.eval()
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(HELDOUT_SEED)
     total, count = 0.0, 0
     try:
-        for start in range(0, len(heldout), batch_size):
-            batch = heldout.batch(np.arange(start, min(start + batch_size, len(heldout))), max_len)
-            noise = torch.rand(batch.padding_mask.shape, generator=gen)     # drawn on the CPU: same on every device
-            mask = random_mask(noise, batch.padding_mask, num_masked(batch.n_valid, mask_ratio))
-            batch = batch.to(device)
+        for batch, mask in heldout_masks(heldout, max_len, mask_ratio, batch_size):
             try:
-                loss = method.masked_loss(batch, mask.to(device))
+                loss = method.masked_loss(batch.to(device), mask.to(device))
             except NotImplementedError:
                 return None
             n = int(mask.sum())
