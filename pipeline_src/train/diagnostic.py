@@ -77,11 +77,58 @@ def heldout_loss(method: nn.Module, heldout: Encoded, max_len: int, mask_ratio: 
     return total / count if count else None
 
 
+REFERENCE_ALPHAS = (25.0, 50.0, 100.0, 200.0, 400.0)
+VOCAB = 257                     # batch ids of discrete inputs: byte + 1, 0 = padding
+
+
+def order_free_loss(heldout: Encoded, train: Encoded, max_len: int, mask_ratio: float, batch_size: int,
+                    alpha: float | None = None, first_position: bool = True) -> tuple[float, float] | None:
+    """(loss, alpha): the held-out loss of a predictor that reads no order, on the diagnostic's rows
+    and masks; None for continuous inputs.
+
+    A masked token is predicted from the counts of the sample's visible tokens, smoothed towards
+    the training corpus's token frequencies with weight ``alpha``:
+    ``p = (counts + alpha * p_corpus) / (n_visible + alpha)``; with ``first_position`` the first
+    position from the training corpus's first-token frequencies instead. ``alpha`` None: the best
+    of ``REFERENCE_ALPHAS`` on this slice (so the reference is, if anything, a little optimistic).
+    A model whose held-out loss is no lower has learned no more than a bag of its visible tokens."""
+    if heldout.kind != "discrete" or len(heldout) == 0:
+        return None
+    smooth = 1e-3                                                   # unseen tokens keep a finite loss
+    p_corpus = torch.bincount(torch.from_numpy(train.tokens.astype(np.int64) + 1), minlength=VOCAB).double() + smooth
+    p_corpus /= p_corpus.sum()
+    firsts = torch.from_numpy(train.tokens[train.offsets[:-1][train.lengths() > 0]].astype(np.int64) + 1)
+    p_first = torch.bincount(firsts, minlength=VOCAB).double() + smooth
+    p_first /= p_first.sum()
+    alphas = REFERENCE_ALPHAS if alpha is None else (float(alpha),)
+    total, count = torch.zeros(len(alphas), dtype=torch.float64), 0
+    for batch, mask in heldout_masks(heldout, max_len, mask_ratio, batch_size):
+        x = batch.x                                                 # [B, N] ids, 0 = padding
+        visible = (~batch.padding_mask & ~mask).double()            # [B, N]
+        counts = torch.zeros(x.shape[0], VOCAB, dtype=torch.float64).scatter_add_(1, x, visible)  # [B, V]
+        n_vis = counts.sum(1, keepdim=True)                         # [B, 1]
+        tgt = torch.gather(counts, 1, x)                            # [B, N] visible count of each token
+        for j, a in enumerate(alphas):
+            p = (tgt + a * p_corpus[x]) / (n_vis + a)               # [B, N]
+            if first_position:
+                p[:, 0] = p_first[x[:, 0]]
+            total[j] += -torch.log(p[mask]).sum()
+        count += int(mask.sum())
+    if count == 0:
+        return None
+    j = int(torch.argmin(total))
+    return float(total[j]) / count, alphas[j]
+
+
 def diagnostic(method: nn.Module, heldout: Encoded, train: Encoded, max_len: int, cfg: dict[str, Any],
                device: torch.device) -> dict[str, Any]:
-    """``{heldout_loss, baseline, ratio, heldout_samples, mask_ratio}`` for ``model.pt``'s metadata."""
+    """``{heldout_loss, baseline, ratio, reference_loss, reference_ratio, heldout_samples, mask_ratio}``
+    for ``model.pt``'s metadata (reference: :func:`order_free_loss`, None for continuous inputs)."""
     base = frequency_baseline(train)
-    loss = heldout_loss(method, heldout, max_len, float(cfg["mask_ratio"]), int(cfg["batch_size"]), device)
+    ratio_m, bs = float(cfg["mask_ratio"]), int(cfg["batch_size"])
+    loss = heldout_loss(method, heldout, max_len, ratio_m, bs, device)
     ratio = loss / base if loss is not None and base > 0 and math.isfinite(loss) else None
-    return {"heldout_loss": loss, "baseline": base, "ratio": ratio, "heldout_samples": len(heldout),
-            "mask_ratio": float(cfg["mask_ratio"])}
+    ref = order_free_loss(heldout, train, max_len, ratio_m, bs)
+    return {"heldout_loss": loss, "baseline": base, "ratio": ratio,
+            "reference_loss": ref[0] if ref else None, "reference_ratio": ref[0] / base if ref and base > 0 else None,
+            "heldout_samples": len(heldout), "mask_ratio": ratio_m}

@@ -72,3 +72,42 @@ def test_heldout_loss_weights_by_masked_tokens_and_restores_mode() -> None:
     assert heldout_loss(model, corpus, 32, 0.5, 2, torch.device("cpu")) == pytest.approx(expect)
     assert model.training
     assert heldout_loss(_NoRecon(), corpus, 32, 0.5, 2, torch.device("cpu")) is None
+
+
+def _order_free_by_loop(heldout: Encoded, train: Encoded, max_len: int, ratio: float, alpha: float,
+                        first_position: bool) -> float:
+    """order_free_loss written out sample by sample, token by token."""
+    V = 257
+    corpus = np.bincount(train.tokens.astype(np.int64) + 1, minlength=V) + 1e-3
+    corpus = corpus / corpus.sum()
+    first = np.bincount(train.tokens[train.offsets[:-1]].astype(np.int64) + 1, minlength=V) + 1e-3
+    first = first / first.sum()
+    total, n = 0.0, 0
+    for batch, mask in heldout_masks(heldout, max_len, ratio, 3):
+        for i in range(batch.x.shape[0]):
+            ids, m, valid = batch.x[i].tolist(), mask[i].tolist(), (~batch.padding_mask[i]).tolist()
+            visible = [t for t, mi, v in zip(ids, m, valid) if v and not mi]
+            for pos, (t, mi) in enumerate(zip(ids, m)):
+                if not mi:
+                    continue
+                p = first[t] if first_position and pos == 0 else (visible.count(t) + alpha * corpus[t]) / (len(visible) + alpha)
+                total -= math.log(p)
+                n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("first_position", [True, False])
+def test_order_free_loss_matches_a_loop(first_position: bool) -> None:
+    from pipeline_src.train.diagnostic import REFERENCE_ALPHAS, order_free_loss
+
+    train, heldout = _corpus([8, 12, 30, 9, 15, 6], seed=1), _corpus([10, 25, 4, 17, 12], seed=2)
+    for alpha in (1.0, 50.0):
+        loss, a = order_free_loss(heldout, train, 16, 0.4, 3, alpha=alpha, first_position=first_position)
+        assert a == alpha
+        assert loss == pytest.approx(_order_free_by_loop(heldout, train, 16, 0.4, alpha, first_position), rel=1e-9)
+    best, a = order_free_loss(heldout, train, 16, 0.4, 3, first_position=first_position)
+    assert a in REFERENCE_ALPHAS
+    assert best == pytest.approx(min(_order_free_by_loop(heldout, train, 16, 0.4, x, first_position)
+                                     for x in REFERENCE_ALPHAS), rel=1e-9)
+    cont = Encoded("continuous", np.array(["a"]), values=np.zeros((1, 3), np.float32))
+    assert order_free_loss(cont, cont, 3, 0.3, 2) is None

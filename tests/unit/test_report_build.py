@@ -95,7 +95,7 @@ def test_build_report_end_to_end(workdir: Path):
     assert "Our settings: chemistry: pretrained on moses (10 samples)" in md
     # fold sizes with positives; diagnostic
     assert re.search(r"\| bbbp \| scaffold_balanced \| 3 \| 80 \(\+40\) \| 10 \(\+5\) \| 12 \(\+6\) \|", md)
-    assert re.search(r"\| moses \| sma \| 0\.400 \(n=1\) \|", md)
+    assert re.search(r"\| moses \| sma \| 0\.400 \(n=1\) \| 1\.000 \| 2\.500 \| 0\.960 \|", md)  # with the reference
     cells = _table_cells(md)
     assert cells and all(c and c.lower() != "nan" for c in cells)
     assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)

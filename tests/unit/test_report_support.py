@@ -100,7 +100,8 @@ def write_model(path: Path, method: str, spec: InputSpec, model_cfg: dict, metho
             "max_len": spec.max_len, "seed": seed, "steps": 20, "final_loss": 1.25, "wall_time_s": 3.5,
             "tokens_per_s": 1234.0, "peak_memory_bytes": 50 * 2**20, "device": "cpu",
             "domain_agnostic": bool(getattr(m, "domain_agnostic", True)),
-            "diagnostic": {"heldout_loss": 1.0, "baseline": 2.5, "ratio": 0.4, "heldout_samples": 10, "mask_ratio": 0.3}}
+            "diagnostic": {"heldout_loss": 1.0, "baseline": 2.5, "ratio": 0.4, "reference_loss": 2.4,
+                           "reference_ratio": 0.96, "heldout_samples": 10, "mask_ratio": 0.3}}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model_file(path, m, meta)
     return path
