@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline_src.config import load_config  # noqa: E402
 from pipeline_src.spec import resolve_pretrain  # noqa: E402
-from pipeline_src.train.data import subsample  # noqa: E402
-from pipeline_src.train.diagnostic import frequency_baseline, heldout_indices, order_free_loss  # noqa: E402
-from pipeline_src.train.pretrain import load_corpus  # noqa: E402
+from pipeline_src.train.diagnostic import frequency_baseline, order_free_loss  # noqa: E402
+from pipeline_src.train.pretrain import load_corpus, split_corpus  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     full = load_corpus(a.processed, fold="train")
     if full.kind != "discrete":
         raise SystemExit(f"composition_bound: {a.processed} holds continuous inputs; the reference is for token corpora")
-    held_idx, rest_idx = heldout_indices(len(full), int(dcfg["heldout_samples"]))
-    heldout, train = full.subset(held_idx), subsample(full.subset(rest_idx), job.corpus_subsample, a.seed)
+    heldout, train = split_corpus(full, job, a.seed)                  # the rows pretraining holds out and uses
     base = frequency_baseline(train)
     args = (heldout, train, job.max_len, float(dcfg["mask_ratio"]), int(dcfg["batch_size"]))
 

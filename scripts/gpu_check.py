@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import math
 import os
 import platform
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -354,9 +356,6 @@ def copy_workflow(dest: Path) -> Path:
 def job_devices(wd: Path) -> dict[str, int]:
     """How many pretrained checkpoints (``meta.json``) and encoder results recorded each device (the
     checkpoints of method ``none``, never trained, and the classical baselines' results are left out)."""
-    import json
-    from collections import Counter
-
     from pipeline_src.plan import BASELINE_KINDS
     from pipeline_src.train.pretrain import NO_PRETRAINING
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batch import Batch
+from ..batch import BYTE_VOCAB_SIZE, Batch
 from ..data.encode import Encoded
 from ..methods.masking import num_masked, random_mask
 
@@ -78,7 +78,6 @@ def heldout_loss(method: nn.Module, heldout: Encoded, max_len: int, mask_ratio: 
 
 
 REFERENCE_ALPHAS = (25.0, 50.0, 100.0, 200.0, 400.0)
-VOCAB = 257                     # batch ids of discrete inputs: byte + 1, 0 = padding
 
 
 def order_free_loss(heldout: Encoded, train: Encoded, max_len: int, mask_ratio: float, batch_size: int,
@@ -95,17 +94,18 @@ def order_free_loss(heldout: Encoded, train: Encoded, max_len: int, mask_ratio: 
     if heldout.kind != "discrete" or len(heldout) == 0:
         return None
     smooth = 1e-3                                                   # unseen tokens keep a finite loss
-    p_corpus = torch.bincount(torch.from_numpy(train.tokens.astype(np.int64) + 1), minlength=VOCAB).double() + smooth
+    ids = torch.from_numpy(train.tokens.astype(np.int64) + 1)       # batch ids: byte + 1
+    p_corpus = torch.bincount(ids, minlength=BYTE_VOCAB_SIZE).double() + smooth
     p_corpus /= p_corpus.sum()
     firsts = torch.from_numpy(train.tokens[train.offsets[:-1][train.lengths() > 0]].astype(np.int64) + 1)
-    p_first = torch.bincount(firsts, minlength=VOCAB).double() + smooth
+    p_first = torch.bincount(firsts, minlength=BYTE_VOCAB_SIZE).double() + smooth
     p_first /= p_first.sum()
     alphas = REFERENCE_ALPHAS if alpha is None else (float(alpha),)
     total, count = torch.zeros(len(alphas), dtype=torch.float64), 0
     for batch, mask in heldout_masks(heldout, max_len, mask_ratio, batch_size):
         x = batch.x                                                 # [B, N] ids, 0 = padding
         visible = (~batch.padding_mask & ~mask).double()            # [B, N]
-        counts = torch.zeros(x.shape[0], VOCAB, dtype=torch.float64).scatter_add_(1, x, visible)  # [B, V]
+        counts = torch.zeros(x.shape[0], BYTE_VOCAB_SIZE, dtype=torch.float64).scatter_add_(1, x, visible)  # [B, V]
         n_vis = counts.sum(1, keepdim=True)                         # [B, 1]
         tgt = torch.gather(counts, 1, x)                            # [B, N] visible count of each token
         for j, a in enumerate(alphas):

@@ -53,6 +53,14 @@ def _find_unreadable(processed_dir: Path) -> tuple[Path, Exception] | None:
     return None
 
 
+def split_corpus(full: Encoded, job: PretrainJob, seed: int) -> tuple[Encoded, Encoded]:
+    """(held-out slice of the diagnostic, pretraining data) of a corpus's train fold: the held-out
+    rows are the same for every method and seed; the rest is subsampled (``corpus_subsample``) by
+    ``seed``. A labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only."""
+    held_idx, rest_idx = heldout_indices(len(full), int(job.diagnostic["heldout_samples"]))
+    return full.subset(held_idx), subsample(full.subset(rest_idx), job.corpus_subsample, seed)
+
+
 def load_corpus(processed_dir: str | Path, fold: str | None = "train") -> Encoded:
     """:func:`load_encoded`, with an error that names the damaged file when one cannot be read."""
     d = Path(processed_dir)
@@ -102,13 +110,8 @@ def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    # a labelled dataset used as a corpus (HIGGS) is pretrained on its train fold only, less the
-    # held-out slice of the diagnostic (the same rows for every method and seed)
-    full = load_corpus(processed_dir, fold="train")
     dcfg = thaw(job.diagnostic)
-    held_idx, rest_idx = heldout_indices(len(full), int(dcfg["heldout_samples"]))
-    heldout = full.subset(held_idx)
-    data = subsample(full.subset(rest_idx), job.corpus_subsample, seed)
+    heldout, data = split_corpus(load_corpus(processed_dir, fold="train"), job, seed)
     spec = data.spec(max_len)
     if job.method == NO_PRETRAINING:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun one rank writes the file
