@@ -141,6 +141,10 @@ def eval_settings(cfg: dict[str, Any], registry: dict[str, dict], dataset: str, 
     entry = registry[dataset]
     out: dict[str, Any] = {"protocol": protocol, "max_train_rows": cfg["evaluate"]["max_train_rows"],
                            "task": {k: entry.get(k) for k in ("task", "metric", "labels", "input")}}
+    if entry.get("metric") == "roc_auc":   # the fold check that lets a ROC-AUC result be written at all
+        out["min_class_examples"] = cfg["evaluate"]["min_class_examples"]
+    if protocol == "linear":               # the frozen features are computed in batches of this size
+        out["feature_batch_size"] = cfg["evaluate"]["feature_batch_size"]
     if protocol == "finetune":
         out["finetune"] = finetune_settings(cfg, task_domains(cfg)[dataset])
     return out

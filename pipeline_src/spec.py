@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from .config import ConfigError, deep_merge, domain_of
 from .plan import PROTOCOLS, eval_settings_hash, finetune_settings
 
+UNTRAINED = "none"   # the method whose checkpoint is the seeded initialization (no training steps)
 DIAGNOSTIC_DEFAULTS = {"heldout_samples": 1000, "mask_ratio": 0.3, "batch_size": 256}
 # the keys of domains.<d>.model (workflow/schemas/config.schema.yaml) and the values of the named ones
 MODEL_KEYS = ("arch", "dim", "depth", "heads", "mlp_ratio", "max_len", "num_latents", "decoder_dim",
@@ -180,9 +181,23 @@ class PretrainJob:
         return int(self.model["max_len"])
 
     def settings(self) -> dict[str, Any]:
-        """What the job's result depends on (its rerun trigger and the checkpoint's settings)."""
-        return {"corpus": self.corpus, "subsample": self.corpus_subsample, "model": thaw(self.model),
-                "pretrain": self.train.as_dict(), "method": self.method, "method_cfg": thaw(self.method_cfg)}
+        """What the job's result depends on (its rerun trigger and the checkpoint's settings).
+        ``diagnostic`` is in it: ``heldout_samples`` decides which rows of the corpus the model
+        trains on, and the held-out loss in ``meta.json`` is part of the job's output."""
+        out = {"corpus": self.corpus, "subsample": self.corpus_subsample, "model": thaw(self.model),
+               "pretrain": self.train.as_dict(), "method": self.method, "method_cfg": thaw(self.method_cfg),
+               "diagnostic": thaw(self.diagnostic)}
+        if self.method == UNTRAINED:   # no training steps, no held-out loss: its recipe is not read
+            del out["pretrain"]
+            out["diagnostic"] = {k: v for k, v in out["diagnostic"].items() if k != "batch_size"}
+        return out
+
+    def settings_hash(self, seed: int) -> str:
+        """The hash of :meth:`settings` with the seed: one checkpoint's rerun trigger (the pretrain
+        rule's ``params.settings``), recorded in its ``meta.json``."""
+        from .config import config_hash
+
+        return config_hash({**self.settings(), "seed": int(seed)})
 
 
 def resolve_pretrain(cfg: Mapping[str, Any], corpus: str, method: str) -> PretrainJob:

@@ -80,7 +80,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def _run_config(method: nn.Module, spec: InputSpec, train_cfg: dict, max_len: int, seed: int,
-                model_cfg: dict, method_cfg: dict, corpus_size: int, world_size: int = 1) -> dict[str, Any]:
+                model_cfg: dict, method_cfg: dict, corpus_size: int, world_size: int = 1,
+                data_cfg: dict | None = None) -> dict[str, Any]:
     config = {
         "method": method.name,
         "spec": asdict(spec),
@@ -91,6 +92,8 @@ def _run_config(method: nn.Module, spec: InputSpec, train_cfg: dict, max_len: in
         "seed": seed,
         "corpus_size": corpus_size,
     }
+    if data_cfg is not None:  # which rows of the corpus are trained on (e.g. the held-out slice left out)
+        config["data_cfg"] = data_cfg
     if world_size > 1:  # absent for one process, so single-process hashes (and checkpoints) are unchanged
         config["world_size"] = world_size
     return config
@@ -166,7 +169,7 @@ class _Run:
 
 def _setup(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_len: int, out_dir: Path, seed: int,
            device: torch.device | str | None, threads: int | None, model_cfg: dict[str, Any] | None,
-           method_cfg: dict[str, Any] | None) -> _Run:
+           method_cfg: dict[str, Any] | None, data_cfg: dict[str, Any] | None = None) -> _Run:
     """Seeds, device, run hash, optimizer, schedule, sampler and generator of a fresh run."""
     dctx = ddp_util.current()
     rank, world = (dctx.rank, dctx.world_size) if dctx is not None else (0, 1)
@@ -183,7 +186,7 @@ def _setup(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_le
         method_cfg = getattr(method, "method_cfg", None) or getattr(method, "cfg", None) or {}
     total_steps = int(train_cfg["steps"])
     config = _run_config(method, corpus.spec(max_len), train_cfg, max_len, seed, model_cfg, dict(method_cfg),
-                         len(corpus), world)
+                         len(corpus), world, data_cfg)
 
     method.to(device).train()
     optimizer = torch.optim.AdamW(param_groups(method, float(train_cfg["weight_decay"])),
@@ -294,7 +297,8 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
              seed: int, device: torch.device | str | None = None, threads: int | None = None, *,
              model_cfg: dict[str, Any] | None = None, method_cfg: dict[str, Any] | None = None,
              stop_after: int | None = None, progress: bool = True,
-             final_meta: Callable[[nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
+             final_meta: Callable[[nn.Module], dict[str, Any]] | None = None,
+             data_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain ``method`` on ``corpus`` for ``train_cfg['steps']`` steps; return a summary.
 
     ``model_cfg`` / ``method_cfg`` are the arguments ``method`` was built with (defaults: the
@@ -303,6 +307,8 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     ``stop_after``: leave after this many steps in total, with a checkpoint and no ``model.pt``
     (a time-sliced job, or a test of resuming). ``final_meta(method)``: extra metadata computed
     from the trained method just before ``model.pt`` is written (the held-out diagnostic).
+    ``data_cfg``: the settings that chose ``corpus``'s rows (e.g. the held-out slice kept out of it),
+    added to the run hash so a ``last.pt`` trained on other rows is refused, not resumed.
 
     ``wall_time_s`` in the summary and in ``model.pt`` is the time spent in training steps, summed
     over resumed runs (checkpoint writing excluded); ``tokens_per_s`` counts non-padding tokens.
@@ -313,7 +319,7 @@ def pretrain(method: nn.Module, corpus: Encoded, train_cfg: dict[str, Any], max_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path, log_path = out_dir / MODEL_NAME, out_dir / LOG_NAME
-    run = _setup(method, corpus, train_cfg, max_len, out_dir, seed, device, threads, model_cfg, method_cfg)
+    run = _setup(method, corpus, train_cfg, max_len, out_dir, seed, device, threads, model_cfg, method_cfg, data_cfg)
     _resume(run)
     # the log is rewritten from the checkpoint: no steps past it, none missing if the file was deleted
     if run.main:

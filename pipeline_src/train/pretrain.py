@@ -53,6 +53,12 @@ def _find_unreadable(processed_dir: Path) -> tuple[Path, Exception] | None:
     return None
 
 
+def job_meta(job: PretrainJob, seed: int) -> dict[str, Any]:
+    """What ``meta.json`` records of the job's resolved settings: the settings (the pretrain rule's
+    rerun trigger) and their hash with the seed (its ``params.settings``)."""
+    return {"settings": job.settings(), "settings_hash": job.settings_hash(seed)}
+
+
 def split_corpus(full: Encoded, job: PretrainJob, seed: int) -> tuple[Encoded, Encoded]:
     """(held-out slice of the diagnostic, pretraining data) of a corpus's train fold: the held-out
     rows are the same for every method and seed; the rest is subsampled (``corpus_subsample``) by
@@ -118,7 +124,8 @@ def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int =
             base = frequency_baseline(data)
             write_untrained(out, job, spec, seed, threads,
                             {"diagnostic": {"heldout_loss": None, "baseline": base, "ratio": None,
-                                            "heldout_samples": len(heldout), "mask_ratio": float(dcfg["mask_ratio"])}})
+                                            "heldout_samples": len(heldout), "mask_ratio": float(dcfg["mask_ratio"])},
+                             **job_meta(job, seed)})
             print(json.dumps({"method": job.method, "steps": 0}), file=sys.stdout)
         return
 
@@ -129,7 +136,9 @@ def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int =
         model = _build(job.method, spec, model_cfg, method_cfg)
         summary = pretrain(model, data, job.train.as_dict(), max_len, out, seed, device=dev,
                            threads=threads, model_cfg=model_cfg, method_cfg=method_cfg,
-                           final_meta=lambda m: {"diagnostic": diagnostic(m, heldout, data, max_len, dcfg, dev)})
+                           final_meta=lambda m: {"diagnostic": diagnostic(m, heldout, data, max_len, dcfg, dev),
+                                                 **job_meta(job, seed)},
+                           data_cfg={"heldout_samples": int(dcfg["heldout_samples"])})
         if dctx is None or dctx.is_main:
             print(json.dumps(summary), file=sys.stdout, flush=True)
     finally:

@@ -26,7 +26,7 @@ rule pretrain:
         seed=r"\d+",
     params:
         # rerun when the settings this job uses change, not when any config key does
-        settings=lambda w: config_hash({**resolve_pretrain(config, w.corpus, w.method).settings(), "seed": int(w.seed)}),
+        settings=lambda w: resolve_pretrain(config, w.corpus, w.method).settings_hash(int(w.seed)),
         processed=lambda w: f"data/processed/{w.corpus}",
         out=lambda w: f"data/checkpoints/{w.corpus}/{w.method}/seed{w.seed}",
     # small models train faster per core on one thread: two such jobs share two cores
