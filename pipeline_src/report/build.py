@@ -470,10 +470,11 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     from .figures import loss_curves, task_bars
 
     cfg = load_config(config_path)
-    try:
+    try:   # the plan, the metrics and the staleness check all need it: no report without it
         registry = load_registry(cfg["registry"])
-    except Exception:  # the report still renders, metrics then come from the results
-        registry = {}
+    except (ConfigError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{config_path}: the report cannot load the dataset registry {cfg['registry']!r} "
+                          f"(the config's 'registry'): {e}") from None
     ref_tables = yaml.safe_load(Path(reference_path).read_text(encoding="utf-8"))["tables"] \
         if Path(reference_path).exists() else {}
     out_md_p, tables_p, figures_p = Path(out_md), Path(tables_dir), Path(figures_dir)
@@ -482,11 +483,10 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     if expected is not None:
         keys: list[ResultKey] | None = [parse_result_path(p) for p in expected]
     else:  # the plan of this config (pipeline_src/plan.py), as the workflow made it
-        keys = planned_results(cfg, registry) if registry else None
+        keys = planned_results(cfg, registry)
     results = restrict_to(all_results, keys) if keys is not None else all_results
     n_extra = len(all_results) - len(results)
-    if registry:
-        refuse_stale(results, cfg, registry)
+    refuse_stale(results, cfg, registry)
     tests_by_kind, primary = _statistics(results)
 
     def best_of(kind: str) -> dict[tuple[str, str], set[str]]:

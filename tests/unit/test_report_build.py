@@ -210,3 +210,18 @@ def test_settings_lines_name_a_methods_own_model():
     assert _own_models(d) == ("; metamae: its own model, transformer dim 256, depth 16, heads 8, sincos positions, "
                               "100000 steps × batch 128, lr 0.0001, weight decay 0.0001")
     assert _own_models({k: v for k, v in d.items() if k != "model_by_method"}) == ""
+
+
+@pytest.mark.parametrize("content", [None, "datasets: {}\n", "datasets: [unclosed\n", "datasets:\n  bbbp: {domain: 3}\n"])
+def test_report_stops_when_the_registry_does_not_load(workdir: Path, content):
+    """A registry that is missing, empty, not YAML or invalid stops the report with an error naming
+    the file; no report is written."""
+    from pipeline_src.config import ConfigError
+
+    reg = workdir / "broken_registry.yaml"
+    if content is not None:
+        reg.write_text(content)
+    write_config(workdir / "run.yaml", registry=str(reg))
+    with pytest.raises(ConfigError, match=re.escape(str(reg))):
+        build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
+    assert not Path("reports/all.md").exists()
