@@ -103,18 +103,18 @@ def paper_shapes(smoke: bool, domains: list[str] | None = None) -> dict[str, tup
     for domain, d in cfg["domains"].items():
         if domains and domain not in domains:
             continue
-        model = dict(d["model"])
+        base = resolve_pretrain(cfg, d["corpus"], "random")   # the domain's model and recipe, as the jobs resolve them
+        model = dict(base.model)
         ratio = float(resolve_pretrain(cfg, d["corpus"], "sma").method_cfg["mask_ratio"])
         lo, hi = SAMPLE_LENGTHS.get(domain, (model["max_len"], model["max_len"]))
-        batch = int(d["pretrain"]["batch_size"])
+        batch = int(base.train.batch_size)
         if smoke:
             model = smoke_model(model)
             batch = 4
             if lo < hi:                                             # variable-length (discrete) inputs
                 lo, hi = min(lo, 16), min(hi, 64)
         hi = min(hi, int(model["max_len"]))
-        out[domain] = (Shape(domain, model, batch, (min(lo, hi), hi), ratio), cfg,
-                       resolve_pretrain(cfg, d["corpus"], "random").train.lr)
+        out[domain] = (Shape(domain, model, batch, (min(lo, hi), hi), ratio), cfg, base.train.lr)
     return out
 
 
@@ -133,7 +133,7 @@ def method_shape(shape: Shape, cfg: dict[str, Any], name: str, smoke: bool) -> t
     (``model_by_method`` / ``pretrain_by_method``, e.g. MetaMAE's), with a line saying so."""
     corpus = cfg["domains"][shape.domain]["corpus"]
     job = resolve_pretrain(cfg, corpus, name)
-    domain = resolve_pretrain(cfg, corpus, "none")
+    domain = resolve_pretrain(cfg, corpus, "random")
     if dict(job.model) == dict(domain.model) and job.train.batch_size == domain.train.batch_size:
         return shape, ""
     m = dict(job.model)

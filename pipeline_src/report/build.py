@@ -21,6 +21,7 @@ from ..paths import log_path, masks_path
 from ..plan import MASK_METHODS, baselines_for, eval_settings_hash, planned_results
 from ..atomic import write_bytes_atomic
 from ..plan import pretrain_seeds
+from ..spec import TrainSpec, resolve_pretrain
 from .aggregate import ResultKey, aggregate, fold_sizes, load_results, parse_result_path, restrict_to
 from .tables import CellSource, Table, build_table, to_markdown, write_csv
 
@@ -262,7 +263,7 @@ def _header(cfg: dict[str, Any], config_path: str, wall: dict[str, Any], wall_ti
         lines.append(f"  - {dom} ({d['corpus']}): {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}{extra}, "
                      f"max_len {m['max_len']}" + (f", {params / 1e6:.2f}M encoder parameters" if params else "")
                      + f"; {p['steps']} steps × batch {p['batch_size']}, lr {p['lr']}; tasks {', '.join(d['tasks'])}; "
-                     f"splits {', '.join(d.get('splits', ['fixed']))}" + _own_models(d) + ".")
+                     f"splits {', '.join(d.get('splits', ['fixed']))}" + _own_models(cfg, dom) + ".")
     ram = hw["ram_bytes"]
     lines.append(f"- **Hardware** (machine that built the report): {hw['cpu']}, {hw['cores']} usable cores "
                  f"({hw['logical_cpus']} logical), {'n/a' if ram is None else f'{ram / 2**30:.1f} GiB'} RAM, "
@@ -334,15 +335,28 @@ def _fold_section(sizes: pd.DataFrame, registry: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _own_models(d: dict[str, Any]) -> str:
-    """``; <method>: its own model ...`` for each method a domain gives its own model (``model_by_method``)."""
+def describe_settings(model: Any, train: TrainSpec) -> str:
+    """A pretraining job's model and recipe as its checkpoint's ``meta.json`` records them
+    (``model_cfg``, ``train_cfg``), from :func:`pipeline_src.spec.resolve_pretrain`'s resolution."""
+    m, t = model, train
+    latents = f", {m.get('num_latents')} latents" if m.get("arch") == "perceiver" else ""
+    return (f"{m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}{latents}, "
+            f"{m.get('pos_embedding', 'learned')} positions, max length {m['max_len']}; {t.steps:,} steps × batch "
+            f"{t.batch_size}, lr {t.lr}, weight decay {t.weight_decay}, warm-up {t.warmup_steps} steps")
+
+
+def _own_models(cfg: dict[str, Any], dom: str) -> str:
+    """``; <method>: its own settings, ...`` for each method of the run that a domain gives its own
+    model or recipe (``model_by_method`` / ``pretrain_by_method``), resolved as the job resolves them."""
+    d = cfg["domains"][dom]
+    own = set(d.get("model_by_method", {})) | set(d.get("pretrain_by_method", {}))
+    base = describe_settings(d["model"], TrainSpec.from_mapping(d["pretrain"], f"domains.{dom}.pretrain"))
     parts = []
-    for method, over in d.get("model_by_method", {}).items():
-        m = {**d["model"], **over}
-        p = {**d["pretrain"], **d.get("pretrain_by_method", {}).get(method, {})}
-        parts.append(f"; {method}: its own model, {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}, "
-                     f"{m.get('pos_embedding', 'learned')} positions, {p['steps']} steps × batch {p['batch_size']}, "
-                     f"lr {p['lr']}, weight decay {p.get('weight_decay')}")
+    for method in [m for m in cfg.get("methods_run", []) if m in own]:
+        job = resolve_pretrain(cfg, d["corpus"], method)
+        line = describe_settings(job.model, job.train)
+        if line != base:
+            parts.append(f"; {method}: its own settings, {line}")
     return "".join(parts)
 
 
@@ -360,7 +374,7 @@ def _our_settings(cfg: dict[str, Any], datasets: list[str]) -> str:
                      f"{m['depth']} layers, width {m['dim']}, {m['heads']} heads{extra}, max length {m['max_len']}; "
                      f"{p['steps']:,} steps x batch {p['batch_size']}, lr {p['lr']}; pretraining seeds "
                      f"{', '.join(str(s) for s in pretrain_seeds(cfg, dom))}; splits {', '.join(kinds)}"
-                     + (f" ({_own_models(d)[2:]})" if d.get("model_by_method") else ""))
+                     + (f" ({own[2:]})" if (own := _own_models(cfg, dom)) else ""))
     ev = cfg["evaluate"]
     prot = ", ".join(ev["protocols"])
     return "; ".join(parts) + f"; protocols {prot}" + (" + classical baselines" if ev.get("baselines") else "")

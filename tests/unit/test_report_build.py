@@ -3,6 +3,7 @@ numeric corpora; the report step reads files only (no torch, no model code)."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline_src.batch import InputSpec
 from pipeline_src.report.build import add_arguments, build_report, main_from_args
 from pipeline_src.report.masks import masked_text, read_mask_draws
 from pipeline_src.train.masks import write_masks
-from test_report_support import (MODEL, REFERENCE, settings_hash_for, write_config, write_log, write_model,
+from test_report_support import (MODEL, PRETRAIN, REFERENCE, ROOT, settings_hash_for, write_config, write_log, write_model,
                                  write_numeric_corpus, write_result, write_smiles_corpus)
 
 
@@ -200,16 +202,53 @@ def test_report_reads_files_only(workdir: Path):
     assert "mask_moses_sma.png" in md and "not domain-agnostic" in md
 
 
-def test_settings_lines_name_a_methods_own_model():
-    from pipeline_src.report.build import _own_models
+def _meta_line(method: str, meta: dict) -> str:
+    """What a checkpoint's meta.json says of its model and recipe, in the report's words."""
+    m, t = meta["model_cfg"], meta["train_cfg"]
+    return (f"{method}: its own settings, {m['arch']} dim {m['dim']}, depth {m['depth']}, heads {m['heads']}, "
+            f"{m.get('pos_embedding', 'learned')} positions, max length {m['max_len']}; {t['steps']:,} steps × batch "
+            f"{t['batch_size']}, lr {t['lr']}, weight decay {t['weight_decay']}, warm-up {t['warmup_steps']} steps")
 
-    d = {"model": {"arch": "perceiver", "dim": 512, "depth": 16, "heads": 8, "max_len": 1024},
-         "pretrain": {"steps": 3235, "batch_size": 256, "lr": 1e-4, "weight_decay": 0.01},
-         "pretrain_by_method": {"metamae": {"steps": 100000, "batch_size": 128, "weight_decay": 1e-4}},
-         "model_by_method": {"metamae": {"arch": "transformer", "dim": 256, "pos_embedding": "sincos"}}}
-    assert _own_models(d) == ("; metamae: its own model, transformer dim 256, depth 16, heads 8, sincos positions, "
-                              "100000 steps × batch 128, lr 0.0001, weight decay 0.0001")
-    assert _own_models({k: v for k, v in d.items() if k != "model_by_method"}) == ""
+
+def test_settings_lines_state_what_each_checkpoint_ran(tmp_path: Path, monkeypatch):
+    """A method's own model and recipe, given in two config files (the override nested inside
+    model_by_method / pretrain_by_method): the report's settings lines state exactly what each
+    checkpoint's meta.json records, for a method with its own model and one with only its own recipe."""
+    from pipeline_src.config import load_config
+    from pipeline_src.report.build import _our_settings
+    from pipeline_src.spec import resolve_pretrain
+    from pipeline_src.train.pretrain import run_pretrain
+
+    monkeypatch.chdir(tmp_path)
+    methods = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["methods"]
+    write_config(tmp_path / "run.yaml", methods_run=["none", "random", "metamae"],
+                 methods={k: methods[k] for k in ("none", "random", "metamae")},
+                 domains={"chemistry": {"corpus": "moses", "corpus_subsample": 10, "tasks": ["esol"], "splits": ["scaffold"],
+                                        "model": MODEL, "pretrain": {**PRETRAIN, "steps": 2},
+                                        "model_by_method": {"metamae": {"dim": 24, "pos_embedding": "sincos"}},
+                                        "pretrain_by_method": {"metamae": {"batch_size": 3, "weight_decay": 1.0e-4}}}})
+    Path("over.yaml").write_text(yaml.safe_dump({"domains": {"chemistry": {
+        "model_by_method": {"metamae": {"depth": 2}},
+        "pretrain_by_method": {"metamae": {"steps": 3}, "random": {"lr": 5.0e-4, "warmup_steps": 1}}}}}))
+    cfg = load_config("run.yaml", ["over.yaml"])      # as Snakemake merges --configfile files
+    Path("effective.yaml").write_text(yaml.safe_dump(cfg))
+    processed = write_smiles_corpus(tmp_path / "processed" / "moses")
+    lines = {}
+    for method in ("random", "metamae"):
+        out = tmp_path / "ckpt" / method
+        run_pretrain(resolve_pretrain(cfg, "moses", method), str(processed), str(out), seed=0, threads=1)
+        meta = json.loads((out / "meta.json").read_text())
+        lines[method] = _meta_line(method, meta)
+    meta = json.loads((tmp_path / "ckpt" / "metamae" / "meta.json").read_text())
+    assert meta["model_cfg"]["dim"] == 24 and meta["model_cfg"]["depth"] == 2 and meta["train_cfg"]["steps"] == 3
+    ours = _our_settings(cfg, ["esol"])
+    for method, line in lines.items():
+        assert line in ours, (line, ours)
+    build_report("effective.yaml", results_root="none", reference_path=str(REFERENCE), mask_figures=False)
+    md = Path("reports/all.md").read_text()
+    for line in lines.values():
+        assert line in md
+
 
 
 @pytest.mark.parametrize("content", [None, "datasets: {}\n", "datasets: [unclosed\n", "datasets:\n  bbbp: {domain: 3}\n"])
