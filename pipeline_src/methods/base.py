@@ -61,10 +61,18 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
-        """Mean reconstruction loss of the ``mask``-ed tokens (mask [B, N] bool, given), as the method
-        reconstructs at the end of a step: the held-out diagnostic, comparable across methods since
-        every method gets the same masks. Methods without a decoder raise NotImplementedError."""
+        """Mean reconstruction loss of the ``mask``-ed tokens (mask [B, N] bool, given): the encoder
+        reads the visible tokens, the decoder predicts the masked ones, one forward pass, no step
+        and no use of the masked tokens' values before they are scored. The held-out diagnostic:
+        the same test for every method (the same masks, the same call). Methods without a decoder
+        raise NotImplementedError."""
         raise NotImplementedError(f"method {self.name!r} does not reconstruct")
+
+    def adapted_masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
+        """:meth:`masked_loss` after the method's own test-time adaptation, which may use the
+        visible tokens only (never the masked tokens' values); the diagnostic's second, labelled
+        column. Methods that do not adapt raise NotImplementedError."""
+        raise NotImplementedError(f"method {self.name!r} has no test-time adaptation")
 
     # --- randomness -------------------------------------------------------------------------
     def position_noise(self, batch_size: int, n: int, generator: torch.Generator | None,

@@ -122,23 +122,36 @@ class MetaMAE(Method):
         n_near = torch.floor(query.sum(1).double() * r + 0.5).long()
         return nearby_mask(self.encoder.embedding.pos[:query.shape[1]].detach(), visible, query, n_near)
 
-    def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
-        """The query loss of ``mask`` after the inner step on the latent (support: the visible and
-        Nearby-S tokens), as in training; no contrastive term."""
+    def _score(self, batch: Batch, mask: Tensor, inner_step: bool) -> Tensor:
+        """The query loss of ``mask`` decoded from the latent of the visible tokens; ``inner_step``:
+        after one inner step on the reconstruction of the visible tokens only (Nearby-S tokens are
+        masked ones, whose values a held-out score must not use)."""
         pad, kind = batch.padding_mask, self.spec.kind
         visible = ~pad & ~mask
-        near = self.nearby(visible, mask, torch.Generator(device=pad.device).manual_seed(0))
-        with torch.enable_grad():
-            enc = self.encoder.encode(batch, mask)
-            z = enc.h.detach().requires_grad_(True)                                          # [B, L, D]
-            idx, q_pad = masked_index(~pad)
-            pos, target = self.encoder.embedding.pos[idx], gather_tokens(batch.x, idx)
-            at = lambda m: gather_tokens(m, idx) & ~q_pad                                    # noqa: E731
-            with sdpa_kernel(SDPBackend.MATH):
-                support = per_sample_loss(self.decoder(pos, z, enc.padding_mask, q_pad), target, at(visible | near), kind)
-                (grad,) = torch.autograd.grad(support.sum(), z)
-        z_star = (z - float(self.cfg["inner_lr"]) * grad).detach()
-        return reconstruction_loss(self.decoder(pos, z_star, enc.padding_mask, q_pad), target, at(mask), kind).detach()
+        enc = self.encoder.encode(batch, mask)
+        idx, q_pad = masked_index(~pad)
+        pos, target = self.encoder.embedding.pos[idx], gather_tokens(batch.x, idx)
+        at = lambda m: gather_tokens(m, idx) & ~q_pad                                        # noqa: E731
+        z = enc.h.detach()                                                                   # [B, L, D]
+        if inner_step:
+            with torch.enable_grad():
+                z = z.requires_grad_(True)
+                with sdpa_kernel(SDPBackend.MATH):
+                    support = per_sample_loss(self.decoder(pos, z, enc.padding_mask, q_pad), target, at(visible), kind)
+                    (grad,) = torch.autograd.grad(support.sum(), z)
+            z = (z - float(self.cfg["inner_lr"]) * grad).detach()
+        return reconstruction_loss(self.decoder(pos, z, enc.padding_mask, q_pad), target, at(mask), kind).detach()
+
+    def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
+        """The query loss of ``mask`` from the amortized latent Z = f(S), no inner step: the test
+        every method takes (see :meth:`Method.masked_loss`)."""
+        return self._score(batch, mask, inner_step=False)
+
+    def adapted_masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
+        """The query loss after MetaMAE's own adaptation, one inner step on the latent, with the
+        visible tokens as its only support (in training the support also holds Nearby-S masked
+        tokens; here their values are the held-out targets)."""
+        return self._score(batch, mask, inner_step=True)
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
         pad, kind = batch.padding_mask, self.spec.kind

@@ -300,8 +300,10 @@ def _diagnostic_section(costs: pd.DataFrame) -> list[str]:
              "order: each masked token from the counts of the sample's visible tokens, smoothed towards the corpus "
              "frequencies (the best of a few smoothing weights on this slice), the first position from the corpus's "
              "first tokens. A model at or above it has learned no more than a bag of its visible tokens.", "",
+             *_scoring_note(costs), "",
              "| corpus | method | held-out loss / baseline (mean ± std, n seeds) | held-out loss | baseline | "
-             "order-free reference / baseline | final training loss / baseline |", "|---|---|---:|---:|---:|---:|---:|"]
+             "order-free reference / baseline | final training loss / baseline | after the method's own "
+             "adaptation / baseline |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for (corpus, method), g in costs.groupby(["corpus", "method"], sort=False):
         r = g["heldout_ratio"].dropna()
         if r.empty:
@@ -309,8 +311,20 @@ def _diagnostic_section(costs: pd.DataFrame) -> list[str]:
         std = f" ± {r.std(ddof=1):.3f}" if len(r) > 1 else ""
         lines.append(f"| {corpus} | {method} | {r.mean():.3f}{std} (n={len(r)}) | {g['heldout_loss'].mean():.3f} | "
                      f"{g['baseline'].mean():.3f} | {_fmt_num(g['reference_ratio'].mean(), 3)} | "
-                     f"{_fmt_num(g['final_loss_ratio'].mean(), 3)} |")
+                     f"{_fmt_num(g['final_loss_ratio'].mean(), 3)} | {_fmt_num(g['adapted_ratio'].mean(), 3)} |")
     return lines
+
+
+def _scoring_note(costs: pd.DataFrame) -> list[str]:
+    """How the held-out loss was scored, as the checkpoints' ``meta.json`` (``diagnostic.scoring``) says."""
+    said = sorted({s for s in costs["scoring"].dropna()}) if "scoring" in costs else []
+    how = ("; ".join(said) if said else "not recorded by these checkpoints (written before the scoring was "
+           "recorded; rerun their pretraining)")
+    return [f"**How every method is scored**: {how}. SMA and SMA+R2MAE train on their own attention-guided "
+            "masks, so these random masks are not the masks they learned on; the test is the same for all. The last "
+            "column is a method's own test-time adaptation, where it has one (MetaMAE: one inner step on the "
+            "latent with the visible tokens as its support, no masked value used; in training the support "
+            "also holds nearby masked tokens), n/a otherwise."]
 
 
 def _fold_section(sizes: pd.DataFrame, registry: dict[str, dict]) -> list[str]:

@@ -12,7 +12,7 @@ from ..paths import meta_path
 
 COST_COLUMNS = ["domain", "corpus", "method", "seed", "steps", "job_wall_s", "train_wall_s", "tokens_per_s",
                 "peak_memory_mb", "max_rss_mb", "final_loss", "baseline", "final_loss_ratio", "heldout_loss",
-                "heldout_ratio", "reference_ratio", "device", "domain_agnostic"]
+                "heldout_ratio", "reference_ratio", "device", "domain_agnostic", "adapted_ratio", "scoring"]
 
 
 def read_benchmark(path: str | Path) -> dict[str, float] | None:
@@ -104,6 +104,8 @@ def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/che
                     "reference_ratio": _num(diag.get("reference_ratio")),
                     "device": m.get("device"),
                     "domain_agnostic": m.get("domain_agnostic"),
+                    "adapted_ratio": _num(diag.get("adapted_ratio")),   # the method's own adaptation (MetaMAE)
+                    "scoring": diag.get("scoring"),
                 })
     df = pd.DataFrame(rows, columns=COST_COLUMNS)
     df["steps"] = df["steps"].astype("Int64")

@@ -24,6 +24,9 @@ from ..batch import BYTE_VOCAB_SIZE, Batch
 from ..data.encode import Encoded
 from ..methods.masking import num_masked, random_mask
 
+# how every method is scored (meta.json's diagnostic.scoring; the report quotes it)
+SCORING = ("the same fixed random masks for every method; the encoder reads the visible tokens and the decoder "
+           "predicts the masked ones in one forward pass, with no step and no use of the masked tokens' values")
 HELDOUT_SEED = 0x4E1D  # fixed: the held-out rows and masks never depend on the run's seed
 
 
@@ -57,16 +60,20 @@ def heldout_masks(heldout: Encoded, max_len: int, mask_ratio: float, batch_size:
 
 @torch.no_grad()
 def heldout_loss(method: nn.Module, heldout: Encoded, max_len: int, mask_ratio: float, batch_size: int,
-                 device: torch.device) -> float | None:
-    """Token-weighted mean reconstruction loss on ``heldout`` with the fixed masks; None for a
-    method that does not reconstruct (``none``)."""
+                 device: torch.device, adapted: bool = False) -> float | None:
+    """Token-weighted mean reconstruction loss on ``heldout`` with the fixed masks, through the one
+    call every method answers the same way (``masked_loss``: encode the visible tokens, predict the
+    masked ones, no step); None for a method that does not reconstruct (``none``). ``adapted``:
+    through ``adapted_masked_loss`` instead, the method's own test-time adaptation (None where it
+    has none)."""
     was_training = method.training
     method.eval()
     total, count = 0.0, 0
     try:
         for batch, mask in heldout_masks(heldout, max_len, mask_ratio, batch_size):
             try:
-                loss = method.masked_loss(batch.to(device), mask.to(device))
+                score = method.adapted_masked_loss if adapted else method.masked_loss
+                loss = score(batch.to(device), mask.to(device))
             except NotImplementedError:
                 return None
             n = int(mask.sum())
@@ -127,8 +134,11 @@ def diagnostic(method: nn.Module, heldout: Encoded, train: Encoded, max_len: int
     base = frequency_baseline(train)
     ratio_m, bs = float(cfg["mask_ratio"]), int(cfg["batch_size"])
     loss = heldout_loss(method, heldout, max_len, ratio_m, bs, device)
+    adapted = heldout_loss(method, heldout, max_len, ratio_m, bs, device, adapted=True)   # a second, labelled column
     ratio = loss / base if loss is not None and base > 0 and math.isfinite(loss) else None
     ref = order_free_loss(heldout, train, max_len, ratio_m, bs)
     return {"heldout_loss": loss, "baseline": base, "ratio": ratio,
             "reference_loss": ref[0] if ref else None, "reference_ratio": ref[0] / base if ref and base > 0 else None,
-            "heldout_samples": len(heldout), "mask_ratio": ratio_m}
+            "heldout_samples": len(heldout), "mask_ratio": ratio_m, "scoring": SCORING,
+            "heldout_adapted_loss": adapted,
+            "adapted_ratio": adapted / base if adapted is not None and base > 0 and math.isfinite(adapted) else None}

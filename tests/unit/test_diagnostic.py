@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline_src.batch import Batch
 from pipeline_src.data.encode import Encoded
 from pipeline_src.methods.masking import num_masked
 from pipeline_src.train.diagnostic import frequency_baseline, heldout_indices, heldout_loss, heldout_masks
@@ -111,3 +112,81 @@ def test_order_free_loss_matches_a_loop(first_position: bool) -> None:
                                      for x in REFERENCE_ALPHAS), rel=1e-9)
     cont = Encoded("continuous", np.array(["a"]), values=np.zeros((1, 3), np.float32))
     assert order_free_loss(cont, cont, 3, 0.3, 2) is None
+
+
+# --- the same test for every method: no step on, no use of, the held-out targets ------------------
+
+METHOD_CFGS = {"random": {}, "sma": {}, "r2mae": {}, "sma_r2": {}, "span": {},
+               "metamae": {"support_ratio": 0.4, "inner_lr": 1.0}}   # a large step: a leak would show
+DIAG_MODEL = {"arch": "transformer", "dim": 16, "depth": 1, "heads": 2, "mlp_ratio": 2, "max_len": 24,
+              "decoder_dim": 16, "decoder_heads": 2}
+
+
+def _method(name: str):
+    from pipeline_src.batch import InputSpec
+    from pipeline_src.methods import build_method
+
+    torch.manual_seed(0)
+    return build_method(name, InputSpec("discrete", max_len=24), DIAG_MODEL, METHOD_CFGS[name]).double().eval()
+
+
+def _interaction(score, batch, mask) -> float:
+    """Largest second difference of the loss in the values of two masked tokens j != k:
+    L(a_j, a_k) - L(a_j, b_k) - L(b_j, a_k) + L(b_j, b_k). A scorer whose predictions do not read the
+    masked tokens' values is a sum over masked tokens of -log p_j(x_j | visible), so each term
+    depends on one value and this is 0 up to rounding; one that adapts on them (a step whose support
+    holds masked tokens) couples the terms."""
+    masked = mask[0].nonzero().flatten().tolist()
+
+    def loss(changes):
+        x = batch.x.clone()
+        for j, v in changes.items():
+            x[0, j] = v
+        return float(score(Batch(x, batch.padding_mask), mask))
+
+    worst = 0.0
+    for j in masked:
+        for k in masked:
+            if j < k:
+                a_j, a_k = int(batch.x[0, j]), int(batch.x[0, k])
+                b_j, b_k = 1 + (a_j % 200) + 7, 1 + (a_k % 200) + 11
+                d = (loss({}) - loss({k: b_k}) - loss({j: b_j}) + loss({j: b_j, k: b_k}))
+                worst = max(worst, abs(d))
+    return worst
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_CFGS))
+def test_every_method_is_scored_without_its_held_out_targets(name: str) -> None:
+    """masked_loss, the diagnostic's one call, never reads the masked tokens' values before it
+    scores them, for every method (MetaMAE included: no inner step on held-out targets)."""
+    corpus = _corpus([20], seed=3)
+    batch, mask = next(iter(heldout_masks(corpus, 24, 0.5, 1)))
+    method = _method(name)
+    with torch.no_grad():
+        assert _interaction(method.masked_loss, batch, mask) < 1e-9, name
+
+
+def test_metamae_adapted_column_steps_on_visible_tokens_only() -> None:
+    """MetaMAE's own adaptation (the second column) changes the loss, and still reads no masked value."""
+    corpus = _corpus([20], seed=3)
+    batch, mask = next(iter(heldout_masks(corpus, 24, 0.5, 1)))
+    method = _method("metamae")
+    with torch.no_grad():
+        plain, adapted = float(method.masked_loss(batch, mask)), float(method.adapted_masked_loss(batch, mask))
+        assert abs(plain - adapted) > 1e-6
+        assert _interaction(method.adapted_masked_loss, batch, mask) < 1e-9
+    with pytest.raises(NotImplementedError):
+        _method("random").adapted_masked_loss(batch, mask)
+
+
+def test_diagnostic_records_how_it_scored_and_the_adapted_column() -> None:
+    from pipeline_src.train.diagnostic import SCORING, diagnostic
+
+    train, heldout = _corpus([12, 20, 9, 15, 30, 11], seed=4), _corpus([20, 14, 9], seed=5)
+    cfg = {"mask_ratio": 0.3, "batch_size": 2}
+    meta = diagnostic(_method("metamae").float(), heldout, train, 24, cfg, torch.device("cpu"))
+    assert meta["scoring"] == SCORING and "no step" in SCORING
+    assert meta["heldout_adapted_loss"] is not None and meta["heldout_adapted_loss"] != meta["heldout_loss"]
+    assert meta["adapted_ratio"] == pytest.approx(meta["heldout_adapted_loss"] / meta["baseline"])
+    plain = diagnostic(_method("random").float(), heldout, train, 24, cfg, torch.device("cpu"))
+    assert plain["heldout_adapted_loss"] is None and plain["adapted_ratio"] is None and plain["heldout_loss"] > 0

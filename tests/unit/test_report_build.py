@@ -98,6 +98,9 @@ def test_build_report_end_to_end(workdir: Path):
     # fold sizes with positives; diagnostic
     assert re.search(r"\| bbbp \| scaffold_balanced \| 3 \| 80 \(\+40\) \| 10 \(\+5\) \| 12 \(\+6\) \|", md)
     assert re.search(r"\| moses \| sma \| 0\.400 \(n=1\) \| 1\.000 \| 2\.500 \| 0\.960 \|", md)  # with the reference
+    assert re.search(r"\| moses \| sma \| 0\.400 \(n=1\) \|.*\| n/a \|$", md, re.M)  # no own adaptation
+    assert ("**How every method is scored**: the same fixed random masks for every method; the encoder reads the "
+            "visible tokens and the decoder predicts the masked ones in one forward pass, with no step") in md
     cells = _table_cells(md)
     assert cells and all(c and c.lower() != "nan" for c in cells)
     assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)

@@ -92,6 +92,7 @@ def write_model(path: Path, method: str, spec: InputSpec, model_cfg: dict, metho
     import torch
 
     from pipeline_src.methods import build_method
+    from pipeline_src.train.diagnostic import SCORING
     from pipeline_src.train.loop import save_model_file
 
     torch.manual_seed(seed)
@@ -101,7 +102,9 @@ def write_model(path: Path, method: str, spec: InputSpec, model_cfg: dict, metho
             "tokens_per_s": 1234.0, "peak_memory_bytes": 50 * 2**20, "device": "cpu",
             "domain_agnostic": bool(getattr(m, "domain_agnostic", True)),
             "diagnostic": {"heldout_loss": 1.0, "baseline": 2.5, "ratio": 0.4, "reference_loss": 2.4,
-                           "reference_ratio": 0.96, "heldout_samples": 10, "mask_ratio": 0.3}}
+                           "reference_ratio": 0.96, "heldout_samples": 10, "mask_ratio": 0.3, "scoring": SCORING,
+                           "heldout_adapted_loss": 0.9 if method == "metamae" else None,
+                           "adapted_ratio": 0.36 if method == "metamae" else None}}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model_file(path, m, meta)
     return path
