@@ -76,7 +76,8 @@ def per_task(fit: Callable[[np.ndarray, np.ndarray], Any], y: np.ndarray, fold: 
         rows = ~np.isnan(yt)
         lab = yt[rows] if task == "regression" else yt[rows].astype(np.int64)
         r = fit(rows, lab)
-        tasks.append({"test": float(r.test), "valid": float(r.valid), "hyper": r.hyper, "n": r.n})
+        tasks.append({"test": float(r.test), "valid": float(r.valid), "hyper": r.hyper, "n": r.n,
+                      **({"probe": r.probe} if getattr(r, "probe", None) else {})})
     scored = [d for d in tasks if "skipped" not in d]
     if not scored:
         raise ValueError("no task of the multi-task set can be scored on this split: "
@@ -85,7 +86,19 @@ def per_task(fit: Callable[[np.ndarray, np.ndarray], Any], y: np.ndarray, fold: 
     return ProbeResult(test=float(np.mean([d["test"] for d in scored])),
                        valid=float(np.mean([d["valid"] for d in scored])),
                        hyper={"tasks_scored": len(scored), "tasks": y.shape[1]},
-                       n={f: int((any_label & (fold == f)).sum()) for f in FOLDS}, tasks=tasks)
+                       n={f: int((any_label & (fold == f)).sum()) for f in FOLDS}, tasks=tasks,
+                       probe=_probes(scored))
+
+
+def _probes(scored: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One ``probe`` record over the tasks' probes: converged only if every task's did."""
+    probes = [d["probe"] for d in scored if d.get("probe")]
+    if not probes:
+        return None
+    iters = [p["n_iter"] for p in probes if p.get("n_iter") is not None]
+    return {"solver": probes[0]["solver"], "max_iter": probes[0]["max_iter"], "tol": probes[0]["tol"],
+            "n_iter": max(iters) if iters else None, "converged": all(p["converged"] for p in probes),
+            "chosen_converged": all(p["chosen_converged"] for p in probes), "per_task": "tasks.<label>.probe"}
 
 
 def task_values(result: Any, processed: str | Path) -> dict[str, Any]:

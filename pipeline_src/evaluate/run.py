@@ -245,6 +245,7 @@ def run_evaluate(job: EvalJob, processed: str, outs: list[str],
             from .linear import linear_probe
 
             res = linear_probe(own["X"], y_rows, fold, task, metric, seed)
+            extra = {"probe": res.probe}
         elif protocol == "finetune":
             from ..train.devices import seed_everything
             from .finetune import finetune
@@ -258,6 +259,8 @@ def run_evaluate(job: EvalJob, processed: str, outs: list[str],
             from .baselines import BASELINES
 
             res = BASELINES[method][2](shared["X"], y_rows, fold, task, metric, seed, threads or 1)
+            if getattr(res, "probe", None):   # a linear baseline (amino-acid composition) records its solver too
+                extra = {"probe": res.probe}
         result = {
             "dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
             "metric": metric, "test": res.test, "valid": res.valid, "hyper": res.hyper,

@@ -18,7 +18,7 @@ from ..paths import ResultKey, parse_result_path, split_kind  # noqa: F401 (re-e
 
 RESULT_COLUMNS = ["dataset", "method", "protocol", "split", "split_kind", "seed", "unit", "metric", "test", "valid",
                   "device", "wall_time_s", "settings_hash", "n_train", "n_valid", "n_test", "pos_train", "pos_valid", "pos_test",
-                  "path"]
+                  "path", "probe_converged", "probe_n_iter", "probe_max_iter"]
 CELL_KEY = ["dataset", "method", "protocol", "split_kind"]
 
 
@@ -42,6 +42,15 @@ def fold_sizes(results: pd.DataFrame) -> pd.DataFrame:
             out[f"{p}_{k}_min"] = g[f"{p}_{k}"].min()
             out[f"{p}_{k}_max"] = g[f"{p}_{k}"].max()
     return out.reset_index()[cols]
+
+
+def _probe(r: dict[str, Any]) -> dict[str, Any]:
+    """The linear solver's record of a result (``probe``): converged (True / False; None when not
+    recorded or not a linear model), iterations of the chosen fit, max_iter."""
+    probe = r.get("probe") if isinstance(r.get("probe"), dict) else {}
+    conv = probe.get("converged")
+    return {"probe_converged": bool(conv) if isinstance(conv, bool) else None,
+            "probe_n_iter": probe.get("n_iter"), "probe_max_iter": probe.get("max_iter")}
 
 
 def load_results(results_root: str | Path) -> pd.DataFrame:
@@ -68,6 +77,7 @@ def load_results(results_root: str | Path) -> pd.DataFrame:
             **{f"n_{k}": _count(r, k) for k in ("train", "valid", "test")},
             **{f"pos_{k}": _count(r, f"{k}_pos") for k in ("train", "valid", "test")},
             "path": p.as_posix(),
+            **_probe(r),
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 

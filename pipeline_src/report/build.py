@@ -138,6 +138,57 @@ def _statistics(results: pd.DataFrame) -> tuple[dict[str, dict], dict[tuple[str,
     return out, _primary_kinds(results)
 
 
+def unconverged_probes(results: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(task, method, protocol) -> (probes that did not converge, probes with a solver record), for
+    every pair with at least one: a verdict on such a pair rests on a probe that did not converge
+    (the result JSON's ``probe.converged``: every fit of the regularization grid stopped below
+    ``max_iter`` without a ConvergenceWarning)."""
+    if results.empty or "probe_converged" not in results:
+        return {}
+    rec = results[results["probe_converged"].notna()]
+    out = {}
+    for key, g in rec.groupby(["dataset", "method", "protocol"], sort=True):
+        bad = int((~g["probe_converged"].astype(bool)).sum())
+        if bad:
+            out[key] = (bad, len(g))
+    return out
+
+
+def probe_notes(results: pd.DataFrame, datasets: list[str], split_kind: str | None = None) -> list[str]:
+    """A table's note on the linear probes of its tasks (and split kind): how many converged, and
+    every (task, method) whose probes did not all converge, marked as such."""
+    if results.empty or "probe_converged" not in results:
+        return []
+    sub = results[results["dataset"].isin(datasets) & results["protocol"].isin(["linear", "classical"])]
+    if split_kind is not None:
+        sub = sub[sub["split_kind"] == split_kind]
+    rec = sub[sub["probe_converged"].notna()]
+    if sub[sub["protocol"] == "linear"].empty:
+        return []
+    if rec.empty:
+        return ["Linear probes: the solver's convergence is not recorded in these results (written before it was)."]
+    bad = unconverged_probes(rec)
+    iters = pd.to_numeric(rec["probe_n_iter"], errors="coerce").dropna()
+    most = f", at most {int(iters.max())} iterations of max_iter {int(rec['probe_max_iter'].dropna().max())}" \
+        if not iters.empty and rec["probe_max_iter"].notna().any() else ""
+    if not bad:
+        return [f"Linear probes: all {len(rec)} converged (every fit of the regularization grid{most})."]
+    pairs = "; ".join(f"{ds} / {m} ({p}): {b} of {n}" for (ds, m, p), (b, n) in bad.items())
+    return [f"Linear probes that did not converge (max_iter reached or a solver warning): {pairs}. A verdict on "
+            f"these pairs rests on a probe that did not converge; the other {len(rec) - sum(b for b, _ in bad.values())} "
+            f"converged{most}."]
+
+
+def findings_caveats(results: pd.DataFrame) -> list[str]:
+    """Lines right under the Findings heading: verdicts that rest on a probe that did not converge."""
+    bad = unconverged_probes(results)
+    if not bad:
+        return []
+    pairs = ", ".join(f"{ds} / {m} ({p})" for ds, m, p in bad)
+    return [f"**Not converged**: the linear probes of {pairs} did not all converge (result JSON `probe.converged`); "
+            "every verdict on these (task, method) pairs rests in part on such a probe.", ""]
+
+
 def _findings(results: pd.DataFrame, tests_by_kind: dict[str, dict], primary: dict[tuple[str, str], str],
               figures_dir: Path, out_md: Path, tables_dir: Path) -> list[str]:
     """The findings section: every task and protocol on its primary split kind (the one with most units)."""
@@ -579,6 +630,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
             if ref.get("settings"):
                 t.notes.append(f"Reported rows' settings: {ref['settings']}.")
             t.notes.append(f"Our settings: {_our_settings(cfg, t.datasets)}.")
+        t.notes += probe_notes(results, t.datasets, t.split_kind)
         write_csv(t, tables_p)
     write_bytes_atomic(tables_p / "compute_cost.csv", costs.to_csv(index=False).encode("utf-8"))
 
@@ -629,7 +681,9 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     wall = total_wall_time(benchmarks_root)
 
     md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
-    md += ["", *_findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)]
+    findings = _findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)
+    findings[2:2] = findings_caveats(results)   # under the heading
+    md += ["", *findings]
     md += ["", "## How to read", "", HOW_TO_READ]
     md += ["## Did pretraining learn?", "", *_diagnostic_section(costs), ""]
     md += ["## Fold sizes", "", *_fold_section(fold_sizes(results), registry), ""]

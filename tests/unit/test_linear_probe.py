@@ -54,3 +54,37 @@ def test_a_split_without_a_fold_is_refused():
     X, y, fold = _data()
     with pytest.raises(ValueError, match="train, valid and test"):
         linear_probe(X, y, np.where(fold == "valid", "train", fold), "classification", "accuracy")
+
+
+def test_probe_records_iterations_and_convergence(monkeypatch):
+    """Every probe records its solver's iterations and whether it converged: converged with the
+    settings in use, not converged (and said so, not silenced) when the iterations run out."""
+    from pipeline_src.evaluate import linear
+
+    X, y, fold = _data(k=5)
+    res = linear_probe(X, y, fold, "classification", "accuracy")
+    p = res.probe
+    assert p["solver"] == linear.SOLVER and p["max_iter"] == linear.MAX_ITER and p["tol"] == linear.TOL
+    assert p["converged"] and p["chosen_converged"] and len(p["grid"]) == len(CS)
+    assert all(0 < g["n_iter"] < linear.MAX_ITER and g["converged"] and g["seconds"] >= 0 for g in p["grid"])
+    chosen = next(g for g in p["grid"] if g["C"] == res.hyper["C"])
+    assert p["n_iter"] == chosen["n_iter"]
+    monkeypatch.setattr(linear, "MAX_ITER", 2)
+    short = linear_probe(X, y, fold, "classification", "accuracy").probe
+    assert not short["converged"] and short["max_iter"] == 2
+    assert any(g["n_iter"] == 2 and not g["converged"] for g in short["grid"])
+    ridge = linear_probe(X, y.astype(float), fold, "regression", "rmse").probe
+    assert ridge["converged"] and ridge["n_iter"] is None and ridge["max_iter"] is None
+
+
+def test_multitask_probe_converges_only_if_every_task_did(monkeypatch):
+    from pipeline_src.evaluate import linear
+
+    X, y, fold = _data(k=2)
+    Y = np.stack([y, 1 - y], 1).astype(float)
+    Y[::7, 1] = np.nan
+    res = linear_probe(X, Y, fold, "binary", "roc_auc")
+    assert res.probe["converged"] and all(t["probe"]["converged"] for t in res.tasks)
+    monkeypatch.setattr(linear, "MAX_ITER", 1)
+    res = linear_probe(X, Y, fold, "binary", "roc_auc")
+    assert not res.probe["converged"] and res.probe["n_iter"] == 1

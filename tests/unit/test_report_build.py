@@ -267,3 +267,38 @@ def test_report_stops_when_the_registry_does_not_load(workdir: Path, content):
     with pytest.raises(ConfigError, match=re.escape(str(reg))):
         build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
     assert not Path("reports/all.md").exists()
+
+
+def _probe(converged: bool, n_iter: int) -> dict:
+    return {"solver": "lbfgs", "max_iter": 500, "tol": 1e-4, "n_iter": n_iter, "converged": converged,
+            "chosen_converged": converged, "grid": []}
+
+
+def test_report_marks_probes_that_did_not_converge(workdir: Path):
+    """A linear result whose solver did not converge is named in its table's note and under the
+    Findings heading (a verdict on that pair rests on it); converged ones are counted."""
+    from pipeline_src.report.aggregate import load_results
+    from pipeline_src.report.build import unconverged_probes
+
+    res = Path("data/results")
+    lin = settings_hash_for(workdir / "run.yaml", "bbbp", "linear")
+    n = {"train": 80, "valid": 10, "test": 12, "train_pos": 40, "valid_pos": 5, "test_pos": 6}
+    for k, (v, w) in enumerate([(0.71, 0.66), (0.74, 0.70), (0.77, 0.71)]):
+        write_result(res, "bbbp", "sma", "linear", f"scaffold_balanced_seed{k}", k, v, "roc_auc", lin, n=n,
+                     probe=_probe(k != 1, 500 if k == 1 else 40))
+        write_result(res, "bbbp", "random", "linear", f"scaffold_balanced_seed{k}", k, w, "roc_auc", lin, n=n,
+                     probe=_probe(True, 30 + k))
+    assert unconverged_probes(load_results(res)) == {("bbbp", "sma", "linear"): (1, 3)}
+    build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
+    md = Path("reports/all.md").read_text()
+    assert "Linear probes that did not converge (max_iter reached or a solver warning): bbbp / sma (linear): 1 of 3" in md
+    assert "rests on a probe that did not converge; the other 5 converged, at most 500 iterations of max_iter 500" in md
+    findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "**Not converged**: the linear probes of bbbp / sma (linear) did not all converge" in findings
+    # results written before the record: said so, no claim either way
+    for k in range(3):
+        write_result(res, "bbbp", "sma", "linear", f"scaffold_balanced_seed{k}", k, 0.7, "roc_auc", lin, n=n)
+        write_result(res, "bbbp", "random", "linear", f"scaffold_balanced_seed{k}", k, 0.7, "roc_auc", lin, n=n)
+    build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
+    md = Path("reports/all.md").read_text()
+    assert "Not converged" not in md and "convergence is not recorded in these results" in md

@@ -51,13 +51,14 @@ def settings_hash_for(config: Path, dataset: str, protocol: str) -> str:
 
 
 def write_result(root: Path, dataset: str, method: str, protocol: str, split: str, seed: int, test: float,
-                 metric: str, settings_hash: str = "x", n: dict | None = None) -> Path:
+                 metric: str, settings_hash: str = "x", n: dict | None = None, **extra) -> Path:
     p = root / dataset / method / protocol / split / f"seed{seed}.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"dataset": dataset, "method": method, "protocol": protocol, "split": split, "seed": seed,
                              "metric": metric, "test": test, "valid": test, "hyper": {},
                              "n": n or {"train": 80, "valid": 10, "test": 10},
-                             "settings_hash": settings_hash, "git": {"commit": "x"}, "wall_time_s": 1.0, "device": "cpu"}))
+                             "settings_hash": settings_hash, "git": {"commit": "x"}, "wall_time_s": 1.0, "device": "cpu",
+                             **extra}))
     return p
 
 
