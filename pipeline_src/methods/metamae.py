@@ -27,7 +27,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..batch import Batch, InputSpec
 from ..models.attention import full_precision, score_dtype
-from ..models.decoders import TransformerDecoder, gather_tokens, per_sample_loss, reconstruction_loss
+from ..models.decoders import (SelfAttentionDecoder, TransformerDecoder, gather_tokens, per_sample_loss,
+                               reconstruction_loss)
 from ..models.encoders import decoder_dropout
 from .base import Method, MethodOutput, masked_index
 from .masking import num_masked, random_mask, rank_mask
@@ -75,15 +76,21 @@ def index_nearby(visible: Tensor, candidates: Tensor, noise: Tensor, keep: float
 
 
 PROJECTIONS = ("bn_relu", "bn")
+# the decoder g_phi: "cross", each layer self-attention over the position queries then
+# cross-attention to the latent; "self", MetaMAE Table 7 / its released code (MAE's decoder):
+# self-attention over every position holding its visible token's latent or a mask token
+DECODERS = ("cross", "self")
 
 
-def projector(dim: int, kind: str = "bn_relu", hidden: int | None = None, out: int | None = None) -> nn.Sequential:
+def projector(dim: int, kind: str = "bn_relu", hidden: int | None = None, out: int | None = None,
+              bias: bool = True) -> nn.Sequential:
     """The projection head h_psi of the task-contrastive loss: [B, dim] -> [B, out].
 
     ``bn_relu`` (the default): Linear(dim, hidden), BatchNorm1d, ReLU, Linear(hidden, out), the
     released code's head; ``bn``: Linear, BatchNorm1d, Linear, Table 7 read literally (no
     activation listed). ``hidden`` defaults to 4 * dim (Table 7 prints 1028 for dim 256; the
     released code has 4 * 256), ``out`` to dim // 2 (128 for dim 256, Table 7's output).
+    ``bias``: the Linear layers' biases (the released code has none).
     """
     if kind not in PROJECTIONS:
         raise ValueError(f"method 'metamae': projection {kind!r} unknown (known: {', '.join(PROJECTIONS)})")
@@ -92,14 +99,15 @@ def projector(dim: int, kind: str = "bn_relu", hidden: int | None = None, out: i
     if hidden < 1 or out < 1:
         raise ValueError(f"method 'metamae': projection_hidden and projection_dim must be >= 1, got {hidden}, {out}")
     act = [nn.ReLU()] if kind == "bn_relu" else []
-    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), *act, nn.Linear(hidden, out))
+    return nn.Sequential(nn.Linear(dim, hidden, bias=bias), nn.BatchNorm1d(hidden), *act, nn.Linear(hidden, out, bias=bias))
 
 
 @register("metamae")
 class MetaMAE(Method):
     defaults = {"mask_ratio": 0.5, "support_ratio": 0.1, "inner_lr": 0.1, "contrastive_weight": 0.1,
                 "temperature": 0.5, "decoder_depth": 2, "first_order": False, "nearby": "embedding",
-                "projection": "bn_relu", "projection_hidden": None, "projection_dim": None}
+                "projection": "bn_relu", "projection_hidden": None, "projection_dim": None,
+                "projection_bias": True, "decoder": "cross"}
 
     def __init__(self, spec: InputSpec, model_cfg: dict, method_cfg: dict) -> None:
         super().__init__(spec, model_cfg, method_cfg)
@@ -107,12 +115,27 @@ class MetaMAE(Method):
             raise ValueError(f"method 'metamae': nearby {self.cfg['nearby']!r} unknown (known: {', '.join(NEARBY)})")
         # index neighbours are a domain prior (as is a sine-cosine table, see Method)
         self.domain_agnostic = self.domain_agnostic and self.cfg["nearby"] == "embedding"
+        if self.cfg["decoder"] not in DECODERS:
+            raise ValueError(f"method 'metamae': decoder {self.cfg['decoder']!r} unknown (known: {', '.join(DECODERS)})")
+        if self.cfg["decoder"] == "self" and model_cfg.get("arch") == "perceiver":
+            raise ValueError("method 'metamae': decoder 'self' needs one latent per visible token, "
+                             "a transformer encoder (arch: transformer), not Perceiver latents")
         dim = int(model_cfg["dim"])
-        self.decoder = TransformerDecoder(spec, dim, int(model_cfg.get("decoder_dim", dim)),
-                                          int(model_cfg.get("decoder_heads", model_cfg["heads"])),
-                                          int(self.cfg["decoder_depth"]), dropout=decoder_dropout(model_cfg))
+        kind = SelfAttentionDecoder if self.cfg["decoder"] == "self" else TransformerDecoder
+        self.decoder = kind(spec, dim, int(model_cfg.get("decoder_dim", dim)),
+                            int(model_cfg.get("decoder_heads", model_cfg["heads"])),
+                            int(self.cfg["decoder_depth"]), dropout=decoder_dropout(model_cfg))
         self.projector = projector(dim, self.cfg["projection"], self.cfg["projection_hidden"],
-                                   self.cfg["projection_dim"])
+                                   self.cfg["projection_dim"], bool(self.cfg["projection_bias"]))
+
+    def _decoding(self, visible: Tensor, idx: Tensor, q_pad: Tensor):
+        """decode(pos, z, z_pad, q_pad) for the chosen decoder; the "self" decoder also gets the
+        latent row of each target position (-1: masked), visible tokens in position order."""
+        if self.cfg["decoder"] != "self":
+            return self.decoder
+        row = torch.where(visible, visible.long().cumsum(1) - 1, torch.full_like(idx[:, :1], -1).expand_as(visible))
+        slot = gather_tokens(row, idx).masked_fill(q_pad, -1)                               # [B, M]
+        return lambda pos, z, z_pad, qp: self.decoder(pos, z, z_pad, qp, slot=slot)
 
     def nearby(self, visible: Tensor, query: Tensor, generator: torch.Generator | None) -> Tensor:
         """N(S; r) within the query set: [B, N] bool (see the module docstring for the two choices)."""
@@ -132,15 +155,16 @@ class MetaMAE(Method):
         idx, q_pad = masked_index(~pad)
         pos, target = self.encoder.embedding.pos[idx], gather_tokens(batch.x, idx)
         at = lambda m: gather_tokens(m, idx) & ~q_pad                                        # noqa: E731
+        decode = self._decoding(visible, idx, q_pad)
         z = enc.h.detach()                                                                   # [B, L, D]
         if inner_step:
             with torch.enable_grad():
                 z = z.requires_grad_(True)
                 with sdpa_kernel(SDPBackend.MATH):
-                    support = per_sample_loss(self.decoder(pos, z, enc.padding_mask, q_pad), target, at(visible), kind)
+                    support = per_sample_loss(decode(pos, z, enc.padding_mask, q_pad), target, at(visible), kind)
                     (grad,) = torch.autograd.grad(support.sum(), z)
             z = (z - float(self.cfg["inner_lr"]) * grad).detach()
-        return reconstruction_loss(self.decoder(pos, z, enc.padding_mask, q_pad), target, at(mask), kind).detach()
+        return reconstruction_loss(decode(pos, z, enc.padding_mask, q_pad), target, at(mask), kind).detach()
 
     def masked_loss(self, batch: Batch, mask: Tensor) -> Tensor:
         """The query loss of ``mask`` from the amortized latent Z = f(S), no inner step: the test
@@ -171,13 +195,15 @@ class MetaMAE(Method):
         def at(m: Tensor) -> Tensor:                                                        # [B, N] -> [B, Nv]
             return gather_tokens(m, idx) & ~q_pad
 
+        decode = self._decoding(visible, idx, q_pad)
+
         # inner step on the latent: reconstruct S ∪ N(S; r). The decoder runs on the math SDPA
         # kernel, the one whose backward is itself differentiable (second order).
         with sdpa_kernel(SDPBackend.MATH):
-            support_loss = per_sample_loss(self.decoder(pos, z, z_pad, q_pad), target, at(visible | near), kind)
+            support_loss = per_sample_loss(decode(pos, z, z_pad, q_pad), target, at(visible | near), kind)
             (grad,) = torch.autograd.grad(support_loss.sum(), z, create_graph=not self.cfg["first_order"])
             z_star = z - float(self.cfg["inner_lr"]) * grad
-            query_loss = reconstruction_loss(self.decoder(pos, z_star, z_pad, q_pad), target, at(mask), kind)
+            query_loss = reconstruction_loss(decode(pos, z_star, z_pad, q_pad), target, at(mask), kind)
         con = nt_xent(self.projector(self.encoder.pool(z, z_pad)),
                       self.projector(self.encoder.pool(z_star, z_pad)), float(self.cfg["temperature"]))
         loss = query_loss + float(self.cfg["contrastive_weight"]) * con

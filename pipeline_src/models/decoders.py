@@ -57,6 +57,38 @@ class TransformerDecoder(nn.Module):
         return self.head(x)
 
 
+class SelfAttentionDecoder(nn.Module):
+    """MetaMAE Table 7's decoder as MAE builds it: ``depth`` self-attention blocks over every
+    target position, each holding its visible token's latent (projected to the decoder width) or a
+    learned mask token, plus its position query (from P, as the other decoders), then a linear head.
+
+    ``slot`` [B, M] tells which latent row a target position holds (-1: a masked position, the
+    mask token). Needs one latent row per visible token (a self-attention encoder, not Perceiver
+    latents)."""
+
+    def __init__(self, spec: InputSpec, enc_dim: int, dim: int, heads: int, depth: int,
+                 mlp_ratio: float = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.to_query = nn.Linear(enc_dim, dim)
+        self.embed = nn.Linear(enc_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim(spec)))
+
+    def forward(self, pos: Tensor, h: Tensor, h_padding_mask: Tensor | None,
+                query_padding_mask: Tensor | None = None, slot: Tensor | None = None) -> Tensor:
+        # pos: [B, M, D_enc]; h: [B, V, D_enc] visible latents; slot: [B, M] -> [B, M, out]
+        if slot is None:
+            raise ValueError("SelfAttentionDecoder needs the slot of every target position")
+        held = gather_tokens(h, slot.clamp(min=0))                  # [B, M, D_enc]
+        x = torch.where((slot >= 0).unsqueeze(-1), self.embed(held), self.mask_token.to(held.dtype))
+        x = x + self.to_query(pos)
+        for blk in self.blocks:
+            x = blk(x, query_padding_mask)
+        return self.head(x)
+
+
 def token_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     """Per-token loss, no reduction. pred: [B, M, V] or [B, M, d_raw]; target: [B, M](, d_raw) -> [B, M]."""
     if kind == "discrete":
@@ -83,5 +115,5 @@ def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-__all__ = ["UpsampleDecoder", "TransformerDecoder", "token_loss", "reconstruction_loss",
+__all__ = ["UpsampleDecoder", "TransformerDecoder", "SelfAttentionDecoder", "token_loss", "reconstruction_loss",
            "per_sample_loss", "gather_tokens", "out_dim"]

@@ -189,6 +189,51 @@ def findings_caveats(results: pd.DataFrame) -> list[str]:
             "every verdict on these (task, method) pairs rests in part on such a probe.", ""]
 
 
+def _setting_groups(cfg: dict[str, Any], dom: str) -> list[tuple[str, str, list[str]]]:
+    """(model, recipe, methods) of a domain's trained methods, grouped by their resolved settings."""
+    d = cfg["domains"][dom]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for method in cfg.get("methods_run", []):
+        if method == "none" or method not in cfg.get("methods", {}):
+            continue
+        job = resolve_pretrain(cfg, d["corpus"], method)
+        m, t = job.model, job.train
+        model = (f"{m['arch']} dim {m['dim']} × {m['depth']} layers, {m['heads']} heads, MLP ratio "
+                 f"{m.get('mlp_ratio', 4)}, {m.get('pos_embedding', 'learned')} positions")
+        recipe = (f"{t.steps:,} steps × batch {t.batch_size}, AdamW lr {t.lr}, weight decay {t.weight_decay}, "
+                  f"{t.warmup_steps:,} warm-up steps, gradient clipping {t.grad_clip if t.grad_clip else 'none'}")
+        groups.setdefault((model, recipe), []).append(method)
+    return [(model, recipe, ms) for (model, recipe), ms in groups.items()]
+
+
+def comparability_notes(cfg: dict[str, Any]) -> list[str]:
+    """Under the Findings heading: every domain whose methods were pretrained with different models
+    (width, depth, ...), steps or optimizer settings, from the jobs as :func:`resolve_pretrain`
+    resolves them. A verdict between such methods compares the method and its settings together."""
+    lines = []
+    for dom in cfg.get("domains", {}):
+        groups = _setting_groups(cfg, dom)
+        if len(groups) < 2:
+            continue
+        groups.sort(key=lambda g: -len(g[2]))
+        (base_model, base_recipe, base_ms), others = groups[0], groups[1:]
+        parts = []
+        for model, recipe, ms in others:
+            own = "its own" if len(ms) == 1 else "their own"
+            what = [f"{own} model ({model})" if model != base_model else "",
+                    f"{own} recipe ({recipe})" if recipe != base_recipe else ""]
+            parts.append(f"{', '.join(ms)} with " + " and ".join(w for w in what if w))
+        lines.append(f"**Settings differ between methods** in {dom}: {'; '.join(parts)}; "
+                     f"{', '.join(base_ms)} with {base_model}, {base_recipe}. A verdict between methods of different "
+                     "settings compares each method together with its settings, not the method alone.")
+    if "metamae" in cfg.get("methods_run", []):
+        lines.append("MetaMAE is held against its paper and released code point by point in docs/metamae_vs_paper.md; "
+                     "the differences listed there hold for every MetaMAE number here (the released code decays every "
+                     "parameter, keeps its learning rate constant, has a class token and a tied output head, and syncs "
+                     "BatchNorm across GPUs; the paper's linear protocol trains its classifier with Adam).")
+    return [*lines, ""] if lines else []
+
+
 def _findings(results: pd.DataFrame, tests_by_kind: dict[str, dict], primary: dict[tuple[str, str], str],
               figures_dir: Path, out_md: Path, tables_dir: Path) -> list[str]:
     """The findings section: every task and protocol on its primary split kind (the one with most units)."""
@@ -682,7 +727,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
 
     md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
     findings = _findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)
-    findings[2:2] = findings_caveats(results)   # under the heading
+    findings[2:2] = comparability_notes(cfg) + findings_caveats(results)   # under the heading
     md += ["", *findings]
     md += ["", "## How to read", "", HOW_TO_READ]
     md += ["## Did pretraining learn?", "", *_diagnostic_section(costs), ""]

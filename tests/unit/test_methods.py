@@ -514,3 +514,54 @@ def test_training_lowers_loss_continuous(name: str) -> None:
         opt.step()
         losses.append(out.loss.item())
     assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:5]) / 5
+
+
+# --- MetaMAE's decoder as its paper and released code build it (decoder: self) ---------------
+
+def test_metamae_self_attention_decoder(float64: None) -> None:
+    """``decoder: self`` (Table 7, MAE's decoder): self-attention blocks only, over every position
+    holding its visible token's latent or the mask token; second order; domain-agnostic (eq. 1);
+    refused with Perceiver latents."""
+    from pipeline_src.models.decoders import SelfAttentionDecoder
+
+    cfg = {**METHOD_CFG["metamae"], "decoder": "self", "projection_bias": False}
+    torch.manual_seed(0)
+    m = build_method("metamae", spec(), MODEL, cfg)
+    assert isinstance(m.decoder, SelfAttentionDecoder) and len(m.decoder.blocks) == 2
+    assert not any("cross" in k for k in m.decoder.state_dict())
+    assert m.projector[0].bias is None and m.projector[3].bias is None
+    # each target position holds its visible token's latent row, in position order; -1 = mask token
+    visible = torch.tensor([[False, True, False, True, True], [True, False, False, False, False]])
+    idx = torch.arange(5).expand(2, 5)
+    q_pad = torch.tensor([[False] * 5, [False, False, True, True, True]])
+    decode = m._decoding(visible, idx, q_pad)
+    slots = []
+    m.decoder.forward = lambda pos, z, zp, qp, slot: slots.append(slot) or torch.zeros(2, 5, 257)
+    decode(None, None, None, q_pad)
+    assert slots[0].tolist() == [[-1, 0, -1, 1, 2], [0, -1, -1, -1, -1]]
+    del m.decoder.forward
+    # second order through the inner step, as with the cross-attention decoder
+    batch = encode_strings(smiles_like(8, 2))
+    grads = []
+    for first_order in (False, True):
+        torch.manual_seed(0)
+        mm = build_method("metamae", spec(), MODEL, {**cfg, "first_order": first_order, "inner_lr": 1.0})
+        out = mm(batch, torch.Generator().manual_seed(1))
+        out.loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in mm.encoder.parameters()]))
+    assert (grads[0] - grads[1]).norm() > 1e-4 * grads[1].norm()
+    # domain-agnostic: a fixed permutation of the tokens, the table and the noise gives the same run
+    batches = [encode_strings(smiles_like(12, s)) for s in range(3)]
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(42))
+    saved = METHOD_CFG["metamae"]
+    METHOD_CFG["metamae"] = cfg
+    try:
+        base = _trajectory("metamae", "transformer", batches, None)
+        permuted = _trajectory("metamae", "transformer", batches, perm)
+    finally:
+        METHOD_CFG["metamae"] = saved
+    torch.testing.assert_close(torch.tensor(base), torch.tensor(permuted), rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="decoder 'self' needs one latent per visible token"):
+        build_method("metamae", spec(), {**MODEL, "arch": "perceiver"}, cfg)
+    with pytest.raises(ValueError, match="decoder 'mlp' unknown"):
+        build_method("metamae", spec(), MODEL, {**cfg, "decoder": "mlp"})

@@ -302,3 +302,31 @@ def test_report_marks_probes_that_did_not_converge(workdir: Path):
     build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
     md = Path("reports/all.md").read_text()
     assert "Not converged" not in md and "convergence is not recorded in these results" in md
+
+
+def test_findings_say_where_methods_had_different_settings(workdir: Path):
+    """Methods pretrained on different widths, steps or optimizer settings: the Findings say so,
+    naming each method's resolved settings; one shared recipe: nothing said."""
+    from pipeline_src.config import load_config
+    from pipeline_src.report.build import comparability_notes
+
+    chem = {"corpus": "moses", "corpus_subsample": 10, "tasks": ["esol", "bbbp"], "splits": ["scaffold"],
+            "model": MODEL, "pretrain": PRETRAIN}
+    write_config(workdir / "same.yaml", domains={"chemistry": chem})
+    assert comparability_notes(load_config("same.yaml")) == []
+    write_config(workdir / "meta.yaml", domains={"chemistry": chem}, methods_run=["none", "random", "metamae"],
+                 methods={"none": {}, "random": {"mask_ratio": 0.3}, "metamae": {}})
+    assert [n for n in comparability_notes(load_config("meta.yaml")) if n] == [
+        n for n in comparability_notes(load_config("meta.yaml")) if "docs/metamae_vs_paper.md" in n]
+    write_config(workdir / "run.yaml", domains={"chemistry": {
+        **chem, "model_by_method": {"span": {"dim": 24}},
+        "pretrain_by_method": {"span": {"steps": 50, "weight_decay": 1.0e-4}, "sma": {"lr": 3.0e-4}}}})
+    notes = comparability_notes(load_config("run.yaml"))
+    assert len(notes) == 2 and notes[0].startswith("**Settings differ between methods** in chemistry: ")
+    assert "span with its own model (transformer dim 24 × 1 layers" in notes[0]
+    assert "its own recipe (50 steps × batch 8, AdamW lr 0.001, weight decay 0.0001" in notes[0]
+    assert "sma with its own recipe (20 steps × batch 8, AdamW lr 0.0003, weight decay 0.01" in notes[0]
+    assert "; random with transformer dim 16 × 1 layers" in notes[0]
+    build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
+    findings = Path("reports/all.md").read_text().split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert notes[0] in findings
