@@ -20,7 +20,7 @@ ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)   # ridge penalty
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)                # inverse logistic penalty
 # the logistic solver (lbfgs, multinomial) and its stopping rule: see config/README.md, "Linear probe
 # solver", for the iterations and seconds measured on every task of config/paper.yaml
-SOLVER, MAX_ITER, TOL = "lbfgs", 500, 1e-4
+SOLVER, MAX_ITER, TOL = "lbfgs", 2000, 1e-4
 
 
 @dataclass
