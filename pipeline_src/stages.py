@@ -10,14 +10,14 @@ Two files come out of it:
   that stage's jobs depend on besides their input data: the resolved settings and the sha256 of
   every source file the job reads. A stage depends on its spec, not on the config files or the
   code folders, so DVC reruns exactly the stages whose settings or code changed: editing
-  ``pipeline_src/methods/span.py`` reruns the ``span`` stages (and the report), nothing else.
+  ``pipeline_src/methods/span.py`` reruns the ``span`` stages (and the report), nothing else; a
+  method from another package is hashed by its distribution, version and module files.
 
     items = stage_items(cfg, registry)      # {"pretrain": {"moses-sma": {...}}, "evaluate": ..., ...}
     write_specs(cfg, registry, "data/plan", root=".")
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from pathlib import Path
@@ -70,7 +70,7 @@ def load_run_config(params: str | Path = "params.yaml") -> tuple[dict[str, Any],
     """The config DVC runs (config/config.yaml with params.yaml's ``run_config`` laid over it, as
     the stage commands' ``snakemake --configfile`` does), its registry, and the run_config name."""
     from .config import load_config, load_registry
-    from .plan import check
+    from .plan import check, load_methods
 
     p = Path(params)
     run_config = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("run_config") if p.exists() else None
@@ -80,6 +80,7 @@ def load_run_config(params: str | Path = "params.yaml") -> tuple[dict[str, Any],
     cfg = load_config(base, [] if Path(run_config) == base else [run_config])
     registry = load_registry(cfg["registry"])
     check(cfg, registry, source=str(run_config))
+    load_methods(cfg, source=str(run_config))
     return cfg, registry, str(run_config)
 
 
@@ -102,37 +103,31 @@ def check_stages_file(path: str | Path, cfg: dict[str, Any], registry: dict[str,
 
 # --- the spec of each stage --------------------------------------------------------------------
 
-def _module_closure(path: Path) -> list[Path]:
-    """A methods module and the sibling modules it imports (``from .x import``), transitively."""
-    seen: list[Path] = []
-    todo = [path]
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.append(p)
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                # from .x import y -> x; from . import x, y -> x, y
-                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-                todo += [s for s in (p.parent / f"{n}.py" for n in names) if s.exists()]
-    return seen
-
-
 def method_sources(method: str, root: str | Path = ".") -> list[str]:
-    """The module of a registered method and the method modules it builds on, relative to root."""
-    import inspect
+    """The module of a built-in method and the method modules it builds on, relative to root; []
+    for a method from another package (its code identity is :func:`outside_code_digest`)."""
+    from .methods.registry import method_entry, module_closure, _module_origin
 
-    from .methods import REGISTRY
-
-    if method not in REGISTRY:
-        raise ConfigError(f"unknown method {method!r}; known: {sorted(REGISTRY)}")
-    src = Path(inspect.getsourcefile(REGISTRY[method])).resolve()
+    entry = method_entry(method)
+    if not entry.builtin:
+        return []
+    src = _module_origin(entry.module)[0].resolve()
     base = Path(root).resolve()
     if not src.is_relative_to(base):
         raise ConfigError(f"method {method!r} is imported from {src}, outside the project at {base}: "
                           "run the command from the project root")
-    return sorted(p.relative_to(base).as_posix() for p in _module_closure(src))
+    return sorted(p.relative_to(base).as_posix() for p in module_closure(src))
+
+
+def outside_code_digest(method: str) -> dict[str, str]:
+    """sha256 of the module files of a method from another package, keyed
+    ``<distribution>==<version>:<path>``; {} for a built-in."""
+    from .methods.registry import outside_code
+
+    code = outside_code(method)
+    if code is None:
+        return {}
+    return {f"{code['distribution']}=={code['version']}:{rel}": sha for rel, sha in code["files"].items()}
 
 
 def _expand(patterns: list[str], root: Path) -> list[Path]:
@@ -151,9 +146,11 @@ def _expand(patterns: list[str], root: Path) -> list[Path]:
 def code_digest(kind: str, method: str | None, root: str | Path = ".") -> dict[str, str]:
     """sha256 of every source file a job of this kind (and method) reads, by relative path."""
     base = Path(root)
-    patterns = list(_CODE[kind]) + (method_sources(method, base) if kind != "classical" and method else [])
-    return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in _expand(patterns, base)}
+    own = kind != "classical" and method
+    patterns = list(_CODE[kind]) + (method_sources(method, base) if own else [])
+    digest = {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in _expand(patterns, base)}
+    return {**digest, **(outside_code_digest(method) if own else {})}
 
 
 def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = ".") -> dict[str, dict[str, Any]]:

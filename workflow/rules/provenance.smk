@@ -4,6 +4,7 @@
 # does not rebuild the report).
 from importlib import metadata as _metadata
 
+from pipeline_src.methods.registry import outside_code as _outside_code
 from pipeline_src.report.provenance import DISTRIBUTIONS as _DISTRIBUTIONS, head_commit as _head_commit
 
 
@@ -39,6 +40,8 @@ rule provenance:
         settings=config_hash(config),
         commit=_head_commit(workflow.basedir) or "none",  # read from .git, no git process
         versions=_installed_versions(),
+        # the code identity of the run's methods from other packages (editing one rewrites the file)
+        methods=config_hash({m: _outside_code(m) for m in config["methods_run"]}),
         out="reports/pipeline_info",
     threads: 1
     resources:
