@@ -117,6 +117,13 @@ def _scan(path: tuple[str, ...]) -> dict[str, MethodEntry]:
     return out
 
 
+def refresh() -> None:
+    """Forget the scanned entry points (after installing a package into a folder already on
+    sys.path, within one process)."""
+    _scan.cache_clear()
+    importlib.invalidate_caches()
+
+
 def method_entry(name: str) -> MethodEntry:
     methods = available_methods()
     if name not in methods:
