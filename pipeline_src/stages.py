@@ -28,7 +28,7 @@ import yaml
 from .atomic import write_bytes_atomic
 from .config import ConfigError
 from .paths import checkpoint_path
-from .plan import eval_settings, pretrain_seeds, results_of, task_domains, task_runs
+from .plan import eval_settings, pretrain_seeds, results_of, split_names, split_settings, task_domains, task_runs
 from .spec import resolve_pretrain
 
 STAGES_FILE = "dvc_stages.yaml"
@@ -153,8 +153,18 @@ def code_digest(kind: str, method: str | None, root: str | Path = ".") -> dict[s
     return {**digest, **(outside_code_digest(method) if own else {})}
 
 
+def data_settings(cfg: dict[str, Any], registry: dict[str, dict]) -> dict[str, Any]:
+    """What the ``data`` stage's files depend on besides code: the registry entries of the run's
+    datasets, the ``data`` settings and each task's split files and their settings. The methods,
+    models and training settings are not part of it: adding a method reruns no data step."""
+    used = list(dict.fromkeys(ds for d in cfg["domains"].values() for ds in [d["corpus"], *d["tasks"]]))
+    tasks = [t for d in cfg["domains"].values() for t in d["tasks"]]
+    return {"registry": cfg["registry"], "data": cfg["data"], "datasets": {ds: registry[ds] for ds in used},
+            "splits": {t: {"names": split_names(cfg, t), **split_settings(cfg, registry, t)} for t in tasks}}
+
+
 def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = ".") -> dict[str, dict[str, Any]]:
-    """Relative spec path -> its content, for every stage of the run."""
+    """Relative spec path -> its content, for every stage of the run (``data.json``: the data stage)."""
     items = stage_items(cfg, registry)
     dom_of = {d["corpus"]: dom for dom, d in cfg["domains"].items()}
     digests: dict[tuple[str, str], dict[str, str]] = {}   # (kind, method): the same for every task
@@ -164,7 +174,7 @@ def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = "."
             digests[kind, m] = code_digest(kind, m, root)
         return digests[kind, m]
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {"data.json": {"settings": data_settings(cfg, registry)}}
     for it in items["pretrain"].values():
         corpus, m = it["corpus"], it["method"]
         job = resolve_pretrain(cfg, corpus, m)

@@ -68,7 +68,7 @@ def test_specs_hold_settings_seeds_and_results(at_root, tmp_path):
     cfg, registry, _ = load_run_config("params.yaml")
     n = write_specs(cfg, registry, tmp_path)
     items = stage_items(cfg, registry)
-    assert n == sum(len(v) for v in items.values())
+    assert n == sum(len(v) for v in items.values()) + 1                # + data.json
     spec = json.loads((tmp_path / "pretrain/higgs/sma.json").read_text())
     assert spec["seeds"] == cfg["pretrain_seeds"]
     assert spec["settings"]["method_cfg"]["mask_ratio"] == cfg["domains"]["physics"]["methods"]["sma"]["mask_ratio"]
