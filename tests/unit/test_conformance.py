@@ -101,3 +101,15 @@ def test_the_command_exits_non_zero_naming_the_check(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "pipeline_src", "method", "check", "random", "--steps", "2"],
                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0 and "every check passed" in ok.stdout, ok.stdout + ok.stderr
+
+
+def test_the_example_package_passes(tmp_path):
+    from tests.plugin_files import install_example
+
+    site = install_example(tmp_path / "site")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{site}:{ROOT}"}
+    r = subprocess.run([sys.executable, "-m", "pipeline_src", "method", "check", "curriculum", "--steps", "2"],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "MAE (ratio curriculum)" in r.stdout and "maskbench-curriculum 0.1.0" in r.stdout
+    assert r.stdout.count("ok") >= 15 and "FAIL" not in r.stdout
