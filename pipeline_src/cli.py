@@ -125,6 +125,13 @@ def cmd_method_check(a: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
+def cmd_method_code(a: argparse.Namespace) -> None:
+    from .stages import write_method_code
+
+    code = write_method_code(a.name, a.out)
+    print(f"{a.out}: {code['distribution']} {code['version']}, {len(code['files'])} files")
+
+
 def cmd_method_list(a: argparse.Namespace) -> None:
     from .methods.registry import available_methods
 
@@ -210,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force-permutation", action="store_true",
                    help="run the permutation check even if the class says domain_agnostic = False")
     s.set_defaults(func=cmd_method_check)
+    s = msub.add_parser("code", help="a method's code identity (distribution, version, sha256 of its module files) "
+                                     "-> JSON (the DVC method_code stage)")
+    s.add_argument("name")
+    s.add_argument("--out", required=True, help="data/method_code/<name>.json")
+    s.set_defaults(func=cmd_method_code)
 
     s = sub.add_parser("masks", help="SMA masks drawn from one checkpoint -> data/masks/<corpus>/<method>.json (report figures)")
     s.add_argument("--model", required=True, help="a model.pt of an SMA-style method (sma, sma_r2)")

@@ -10,8 +10,11 @@ Two files come out of it:
   that stage's jobs depend on besides their input data: the resolved settings and the sha256 of
   every source file the job reads. A stage depends on its spec, not on the config files or the
   code folders, so DVC reruns exactly the stages whose settings or code changed: editing
-  ``pipeline_src/methods/span.py`` reruns the ``span`` stages (and the report), nothing else; a
-  method from another package is hashed by its distribution, version and module files.
+  ``pipeline_src/methods/span.py`` reruns the ``span`` stages (and the report), nothing else.
+- ``data/method_code/<m>.json`` (the ``method_code`` stages' outs, one per method of the run from
+  another package): its distribution, version and the sha256 of its module files. The stage
+  depends on the package's folder (outside the project), and the method's pretraining and
+  evaluation stages depend on the file: editing the package reruns them, and nothing else.
 
     items = stage_items(cfg, registry)      # {"pretrain": {"moses-sma": {...}}, "evaluate": ..., ...}
     write_specs(cfg, registry, "data/plan", root=".")
@@ -47,23 +50,51 @@ _CODE = {
 }
 
 
+METHOD_CODE_DIR = "data/method_code"
+
+
+def method_code_dep(method: str) -> str:
+    """What a method's pretraining and evaluation stages depend on for its code besides their spec:
+    a built-in's module file, or ``data/method_code/<m>.json`` (the ``method_code`` stage's out:
+    the code identity of a method from another package, whose files live outside the project)."""
+    from .methods.registry import method_entry
+
+    entry = method_entry(method)
+    return entry.module.replace(".", "/") + ".py" if entry.builtin else f"{METHOD_CODE_DIR}/{method}.json"
+
+
+def outside_package_dir(method: str) -> str:
+    """The folder of an outside method's top-level package (the ``method_code`` stage's dep):
+    relative to the working directory when inside it, else absolute."""
+    from .methods.registry import _module_origin, method_entry
+
+    root = _module_origin(method_entry(method).module)[1].resolve()
+    here = Path.cwd().resolve()
+    return root.relative_to(here).as_posix() if root.is_relative_to(here) else root.as_posix()
+
+
 def stage_items(cfg: dict[str, Any], registry: dict[str, dict]) -> dict[str, dict[str, dict[str, str]]]:
-    """The ``foreach`` dicts of dvc.yaml, keyed by the stage suffix (``pretrain@moses-sma``)."""
+    """The ``foreach`` dicts of dvc.yaml, keyed by the stage suffix (``pretrain@moses-sma``);
+    ``methods``: one ``method_code`` stage per method of the run from another package."""
+    from .methods.registry import method_entry
+
     pretrain: dict[str, dict[str, str]] = {}
     evaluate: dict[str, dict[str, str]] = {}
     classical: dict[str, dict[str, str]] = {}
+    methods = {m: {"method": m, "path": outside_package_dir(m)} for m in cfg["methods_run"]
+               if not method_entry(m).builtin}
     for d in cfg["domains"].values():
         corpus = d["corpus"]
         for m in cfg["methods_run"]:
-            pretrain[f"{corpus}-{m}"] = {"corpus": corpus, "method": m}
+            pretrain[f"{corpus}-{m}"] = {"corpus": corpus, "method": m, "code": method_code_dep(m)}
         for ds in d["tasks"]:
             for m, protocol in task_runs(cfg, registry, ds):
                 item = {"dataset": ds, "method": m}
                 if protocol == "classical":
                     classical[f"{ds}-{m}"] = item
                 else:
-                    evaluate[f"{ds}-{m}"] = {**item, "corpus": corpus}
-    return {"pretrain": pretrain, "evaluate": evaluate, "classical": classical}
+                    evaluate[f"{ds}-{m}"] = {**item, "corpus": corpus, "code": method_code_dep(m)}
+    return {"methods": methods, "pretrain": pretrain, "evaluate": evaluate, "classical": classical}
 
 
 def load_run_config(params: str | Path = "params.yaml") -> tuple[dict[str, Any], dict[str, dict], str]:
@@ -105,7 +136,7 @@ def check_stages_file(path: str | Path, cfg: dict[str, Any], registry: dict[str,
 
 def method_sources(method: str, root: str | Path = ".") -> list[str]:
     """The module of a built-in method and the method modules it builds on, relative to root; []
-    for a method from another package (its code identity is :func:`outside_code_digest`)."""
+    for a method from another package (its code identity is ``data/method_code/<m>.json``)."""
     from .methods.registry import method_entry, module_closure, _module_origin
 
     entry = method_entry(method)
@@ -119,15 +150,15 @@ def method_sources(method: str, root: str | Path = ".") -> list[str]:
     return sorted(p.relative_to(base).as_posix() for p in module_closure(src))
 
 
-def outside_code_digest(method: str) -> dict[str, str]:
-    """sha256 of the module files of a method from another package, keyed
-    ``<distribution>==<version>:<path>``; {} for a built-in."""
-    from .methods.registry import outside_code
+def write_method_code(method: str, out: str | Path) -> dict[str, Any]:
+    """``data/method_code/<m>.json``: the code identity of a method from another package (its
+    distribution, version and the sha256 of its module files), atomically."""
+    from .methods.registry import method_code
 
-    code = outside_code(method)
-    if code is None:
-        return {}
-    return {f"{code['distribution']}=={code['version']}:{rel}": sha for rel, sha in code["files"].items()}
+    code = method_code(method)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out, (json.dumps(code, indent=1, sort_keys=True) + "\n").encode())
+    return code
 
 
 def _expand(patterns: list[str], root: Path) -> list[Path]:
@@ -146,11 +177,9 @@ def _expand(patterns: list[str], root: Path) -> list[Path]:
 def code_digest(kind: str, method: str | None, root: str | Path = ".") -> dict[str, str]:
     """sha256 of every source file a job of this kind (and method) reads, by relative path."""
     base = Path(root)
-    own = kind != "classical" and method
-    patterns = list(_CODE[kind]) + (method_sources(method, base) if own else [])
-    digest = {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-              for p in _expand(patterns, base)}
-    return {**digest, **(outside_code_digest(method) if own else {})}
+    patterns = list(_CODE[kind]) + (method_sources(method, base) if kind != "classical" and method else [])
+    return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in _expand(patterns, base)}
 
 
 def data_settings(cfg: dict[str, Any], registry: dict[str, dict]) -> dict[str, Any]:
@@ -178,8 +207,11 @@ def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = "."
     for it in items["pretrain"].values():
         corpus, m = it["corpus"], it["method"]
         job = resolve_pretrain(cfg, corpus, m)
+        # an outside method's code identity is its own stage's out (data/method_code), which its
+        # stages depend on: the plan does not rerun when only the package changes
+        settings = {k: v for k, v in job.settings().items() if k != "method_code"}
         out[f"pretrain/{corpus}/{m}.json"] = {
-            "settings": job.settings(), "seeds": pretrain_seeds(cfg, dom_of[corpus]),
+            "settings": settings, "seeds": pretrain_seeds(cfg, dom_of[corpus]),
             "code": code("pretrain", m)}
     for kind in ("evaluate", "classical"):
         for it in items[kind].values():

@@ -94,7 +94,8 @@ def check_plugin_outputs(wd: Path) -> None:
     assert json.loads((wd / f"data/results/higgs/{PLUGIN}/linear/fixed/seed0.json").read_text())
     versions = yaml.safe_load((wd / "reports/pipeline_info/software_versions.yaml").read_text())
     assert versions["methods"][PLUGIN]["files"] == code["files"]
-    assert versions["methods"]["none"]["distribution"] == "maskbench"
+    builtins = {k: v for k, v in versions["methods"].items() if k != PLUGIN}
+    assert builtins and all(v["distribution"] == "maskbench" for v in builtins.values())
     report = (wd / "reports/all.md").read_text()
     assert PLUGIN in report
 
@@ -186,30 +187,32 @@ def test_dvc_plugin_method(tmp_path_factory, site):
     py = [sys.executable, "-m", "pipeline_src"]
     dvc = [str(BIN / "dvc"), "repro"]
 
-    set_methods(wd, ["none"])
+    set_methods(wd, ["sma"])   # a guided method: the report stage's data/masks out exists
     run(wd, env, *py, "dvc-stages")
     run(wd, env, "git", "init", "-q")
     run(wd, env, "git", "add", "-A")
     run(wd, env, "git", "commit", "-q", "-m", "project copy")
     r = run(wd, env, *dvc)
-    assert ran_stages(r.stdout) == {"data", "plan", "pretrain@higgs-none", "evaluate@higgs-none", "report"}, r.stdout[-3000:]
-    before = method_files(wd, "none")
+    assert ran_stages(r.stdout) == {"data", "plan", "pretrain@higgs-sma", "evaluate@higgs-sma", "report"}, r.stdout[-3000:]
+    before = method_files(wd, "sma")
     data_before = files_of(wd, "data/processed")
 
-    # added: its stages, the plan and the report; the data stage and none's stages do not run
-    set_methods(wd, ["none", PLUGIN])
+    # added: its stages, the plan and the report; the data stage and sma's stages do not run
+    set_methods(wd, ["sma", PLUGIN])
     run(wd, env, *py, "dvc-stages")
     r = run(wd, env, *dvc)
-    assert ran_stages(r.stdout) == {"plan", f"pretrain@higgs-{PLUGIN}", f"evaluate@higgs-{PLUGIN}", "report"}, r.stdout[-3000:]
-    assert method_files(wd, "none") == before and files_of(wd, "data/processed") == data_before
+    ours = {f"method_code@{PLUGIN}", f"pretrain@higgs-{PLUGIN}", f"evaluate@higgs-{PLUGIN}", "report"}
+    assert ran_stages(r.stdout) == {"plan", *ours}, r.stdout[-3000:]
+    assert method_files(wd, "sma") == before and files_of(wd, "data/processed") == data_before
     check_plugin_outputs(wd)
-    spec = json.loads((wd / f"data/plan/pretrain/higgs/{PLUGIN}.json").read_text())
-    assert spec["settings"]["method_code"]["distribution"] == "maskbench-curriculum"
-    assert any(k.startswith("maskbench-curriculum==0.1.0:") for k in spec["code"])
+    code = json.loads((wd / f"data/method_code/{PLUGIN}.json").read_text())
+    assert code["distribution"] == "maskbench-curriculum" and code["version"] == "0.1.0"
 
-    # the package edited: its two stages, the plan and the report
+    # the package edited: its code file, its two stages and the report
     edit_plugin(site)
     r = run(wd, env, *dvc)
-    assert ran_stages(r.stdout) == {"plan", f"pretrain@higgs-{PLUGIN}", f"evaluate@higgs-{PLUGIN}", "report"}, r.stdout[-3000:]
-    assert method_files(wd, "none") == before
+    assert ran_stages(r.stdout) == ours, r.stdout[-3000:]
+    sha = hashlib.sha256((site / "maskbench_curriculum/curriculum.py").read_bytes()).hexdigest()
+    assert json.loads((wd / f"data/method_code/{PLUGIN}.json").read_text())["files"]["maskbench_curriculum/curriculum.py"] == sha
+    assert method_files(wd, "sma") == before
     assert "Data and pipelines are up to date" in run(wd, env, *dvc).stdout

@@ -143,7 +143,9 @@ def test_plan_checks_methods_run_against_the_installed_methods(site):
 
 
 def test_editing_a_plugin_changes_only_its_own_settings(site, tmp_path, monkeypatch):
-    from pipeline_src.stages import code_digest, specs
+    """The Snakemake params of its pretraining jobs and its DVC code file change; the other
+    methods' settings and every stage spec stay as they are (the plan need not rerun)."""
+    from pipeline_src.stages import specs, stage_items, write_method_code
 
     install_example(site)
     cfg = ci_config()
@@ -153,15 +155,22 @@ def test_editing_a_plugin_changes_only_its_own_settings(site, tmp_path, monkeypa
     reg = load_registry(cfg["registry"])
     check(cfg, reg)
     monkeypatch.chdir(ROOT)
+    items = stage_items(cfg, reg)
+    assert items["methods"] == {"curriculum": {"method": "curriculum", "path": str(site / "maskbench_curriculum")}}
+    assert items["pretrain"]["higgs-curriculum"]["code"] == "data/method_code/curriculum.json"
+    assert items["evaluate"]["higgs-random"]["code"] == "pipeline_src/methods/random_masking.py"
     before = specs(cfg, reg)
+    assert "method_code" not in before["pretrain/higgs/curriculum.json"]["settings"]
     hashes = {m: config_hash(resolve_pretrain(cfg, "higgs", m).settings()) for m in cfg["methods_run"]}
-    assert any(k.startswith("maskbench-curriculum==0.1.0:maskbench_curriculum/curriculum.py")
-               for k in code_digest("evaluate", "curriculum"))
+    code_file = tmp_path / "code" / "curriculum.json"
+    first = write_method_code("curriculum", code_file)
+    assert first["distribution"] == "maskbench-curriculum" and first["version"] == "0.1.0"
     mod = site / "maskbench_curriculum" / "curriculum.py"
     mod.write_text(mod.read_text() + "\n# edited\n")
     registry.refresh()
-    after = specs(cfg, reg)
-    changed = sorted(k for k in before if before[k] != after[k])
-    assert changed == ["evaluate/higgs/curriculum.json", "pretrain/higgs/curriculum.json"], changed
+    assert specs(cfg, reg) == before
+    second = write_method_code("curriculum", code_file)
+    assert second["files"]["maskbench_curriculum/curriculum.py"] != first["files"]["maskbench_curriculum/curriculum.py"]
+    assert second["files"]["maskbench_curriculum/__init__.py"] == first["files"]["maskbench_curriculum/__init__.py"]
     assert config_hash(resolve_pretrain(cfg, "higgs", "random").settings()) == hashes["random"]
     assert config_hash(resolve_pretrain(cfg, "higgs", "curriculum").settings()) != hashes["curriculum"]

@@ -21,8 +21,10 @@ def test_committed_stage_lists_match_the_default_config(at_root):
     cfg, registry, run_config = load_run_config("params.yaml")
     check_stages_file("dvc_stages.yaml", cfg, registry, run_config)
     items = stage_items(cfg, registry)
-    assert items["pretrain"]["moses-sma"] == {"corpus": "moses", "method": "sma"}
-    assert items["evaluate"]["bbbp-sma_r2"] == {"dataset": "bbbp", "method": "sma_r2", "corpus": "moses"}
+    assert items["pretrain"]["moses-sma"] == {"corpus": "moses", "method": "sma", "code": "pipeline_src/methods/sma.py"}
+    assert items["methods"] == {}                                      # no method from another package
+    assert items["evaluate"]["bbbp-sma_r2"] == {"dataset": "bbbp", "method": "sma_r2", "corpus": "moses",
+                                                "code": "pipeline_src/methods/sma_r2.py"}
     assert items["classical"]["higgs-gbm"] == {"dataset": "higgs", "method": "gbm"}
     n_tasks = sum(len(d["tasks"]) for d in cfg["domains"].values())
     assert len(items["evaluate"]) == n_tasks * len(cfg["methods_run"])
@@ -68,7 +70,7 @@ def test_specs_hold_settings_seeds_and_results(at_root, tmp_path):
     cfg, registry, _ = load_run_config("params.yaml")
     n = write_specs(cfg, registry, tmp_path)
     items = stage_items(cfg, registry)
-    assert n == sum(len(v) for v in items.values()) + 1                # + data.json
+    assert n == sum(len(v) for k, v in items.items() if k != "methods") + 1   # + data.json
     spec = json.loads((tmp_path / "pretrain/higgs/sma.json").read_text())
     assert spec["seeds"] == cfg["pretrain_seeds"]
     assert spec["settings"]["method_cfg"]["mask_ratio"] == cfg["domains"]["physics"]["methods"]["sma"]["mask_ratio"]
