@@ -437,6 +437,13 @@ def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_
     lines: list[str] = []
     for dom, d in cfg["domains"].items():
         corpus = d["corpus"]
+        seed = pretrain_seeds(cfg, dom)[0]
+        unrun = [m for m in cfg.get("methods_run", []) if m != "none"
+                 and not Path(meta_path(corpus, m, seed, checkpoints_root)).exists()
+                 and not Path(masks_path(corpus, m, masks_root)).exists()]
+        if unrun:
+            lines.append(f"- {corpus}: no figure yet for {', '.join(f'`{m}`' for m in unrun)} (no checkpoint: its "
+                         "meta.json says whether the method draws guided masks).")
         for method in [m for m in cfg.get("methods_run", []) if _guided(cfg, dom, m, masks_root, checkpoints_root)]:
             path = Path(masks_path(corpus, method, masks_root))
             if not path.exists():
