@@ -117,6 +117,28 @@ def cmd_targets(a: argparse.Namespace) -> None:
     print("\n".join(targets(cfg, registry, corpus=a.corpus, dataset=a.dataset, method=a.method)))
 
 
+def cmd_method_check(a: argparse.Namespace) -> None:
+    from .methods.conformance import main as check_main
+
+    code = check_main(a.name, steps=a.steps, force_permutation=a.force_permutation)
+    if code:
+        raise SystemExit(code)
+
+
+def cmd_method_code(a: argparse.Namespace) -> None:
+    from .stages import write_method_code
+
+    code = write_method_code(a.name, a.out)
+    print(f"{a.out}: {code['distribution']} {code['version']}, {len(code['files'])} files")
+
+
+def cmd_method_list(a: argparse.Namespace) -> None:
+    from .methods.registry import available_methods
+
+    for name, entry in sorted(available_methods().items()):
+        print(f"{name:<12} {entry.value}  ({entry.dist} {entry.version or ''})".rstrip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline_src", description="maskbench pipeline steps (each Snakemake rule calls one)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -182,6 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
                                     "registry entry (or print it with --dry-run)")
     dataset_add_arguments(s)
     s.set_defaults(func=dataset_add_main)
+
+    s = sub.add_parser("method", help="pretraining methods: 'method list' (installed), 'method check NAME' (conformance)")
+    msub = s.add_subparsers(dest="method_command", required=True, metavar="SUBCOMMAND")
+    s = msub.add_parser("list", help="the installed methods: built-ins and entry points of the group maskbench.methods")
+    s.set_defaults(func=cmd_method_list)
+    s = msub.add_parser("check", help="run a method on each domain's shape, seconds on the CPU: finite loss, gradients, "
+                                      "mask ratio, every draw from the generator, masked_loss, and SMA eq. 1's "
+                                      "permutation property if it claims domain_agnostic; non-zero exit on a failure")
+    s.add_argument("name", help="the method's config name (its entry point's name)")
+    s.add_argument("--steps", type=int, default=3, help="optimizer steps per check")
+    s.add_argument("--force-permutation", action="store_true",
+                   help="run the permutation check even if the class says domain_agnostic = False")
+    s.set_defaults(func=cmd_method_check)
+    s = msub.add_parser("code", help="a method's code identity (distribution, version, sha256 of its module files) "
+                                     "-> JSON (the DVC method_code stage)")
+    s.add_argument("name")
+    s.add_argument("--out", required=True, help="data/method_code/<name>.json")
+    s.set_defaults(func=cmd_method_code)
 
     s = sub.add_parser("masks", help="SMA masks drawn from one checkpoint -> data/masks/<corpus>/<method>.json (report figures)")
     s.add_argument("--model", required=True, help="a model.pt of an SMA-style method (sma, sma_r2)")

@@ -17,7 +17,6 @@ from .paths import ResultKey, checkpoint_path, masks_path, meta_path, split_kind
 # classical baseline -> the input kind it applies to (the functions live in evaluate/baselines.py)
 BASELINE_KINDS: dict[str, str] = {"rf_morgan": "smiles", "gbm": "numeric", "aac_linear": "protein"}
 PROTOCOLS = ("linear", "finetune", "classical")
-MASK_METHODS = ("sma", "sma_r2")   # the methods whose masks the report draws (SMA Fig. 2)
 
 
 def baselines_for(input_kind: str) -> list[str]:
@@ -121,11 +120,37 @@ def planned_metas(cfg: dict[str, Any]) -> list[str]:
             for m in cfg["methods_run"] for s in pretrain_seeds(cfg, dom)]
 
 
+def method_names(cfg: dict[str, Any]) -> list[str]:
+    """The methods a config names: ``methods_run``, then the other entries of ``methods``."""
+    return list(dict.fromkeys([*cfg["methods_run"], *cfg["methods"]]))
+
+
+def load_methods(cfg: dict[str, Any], source: str = "config") -> None:
+    """Import the class of every method in ``methods_run`` (imports torch): a package that fails to
+    import, or whose class is not a Method, fails the plan, naming its entry point and the cause."""
+    from .methods.registry import MethodLoadError, method_class
+
+    for m in cfg["methods_run"]:
+        try:
+            method_class(m)
+        except MethodLoadError as e:
+            raise ConfigError(f"{source}: methods_run names {m!r}: {e}") from e
+
+
+def mask_methods(cfg: dict[str, Any]) -> list[str]:
+    """The methods of the run whose masks the report draws (SMA Fig. 2): those whose class says
+    ``guided_masks = True``. Loads the classes (imports torch); the report reads meta.json instead."""
+    from .methods.registry import method_class
+
+    return [m for m in cfg["methods_run"] if method_class(m).guided_masks]
+
+
 def planned_masks(cfg: dict[str, Any]) -> dict[str, str]:
     """mask-draw file -> the checkpoint it comes from (first pretraining seed), per corpus and
     SMA-style method of the run."""
+    guided = mask_methods(cfg)
     return {masks_path(d["corpus"], m): checkpoint_path(d["corpus"], m, pretrain_seeds(cfg, dom)[0])
-            for dom, d in cfg["domains"].items() for m in MASK_METHODS if m in cfg["methods_run"]}
+            for dom, d in cfg["domains"].items() for m in guided}
 
 
 # --- settings: what each output depends on (its rerun trigger and its staleness check) -----------
@@ -175,10 +200,16 @@ def check(cfg: dict[str, Any], registry: dict[str, dict], source: str = "config"
             seen[ds] = dom
         # task_splits and evaluate.finetune.tasks may name tasks this run does not have (an overlay
         # config drops tasks): such entries are unused
-        for key in ("pretrain_by_method", "model_by_method"):
-            for m in d.get(key, {}):
-                if m not in cfg["methods"]:
-                    raise ConfigError(f"{source}: domains.{dom}.{key} names {m!r}, which has no entry under 'methods'")
-    for m in cfg["methods_run"]:
-        if m not in cfg["methods"]:
-            raise ConfigError(f"{source}: methods_run names {m!r}, which has no entry under 'methods'")
+    # every method the run names is installed: a built-in or an entry point of an installed package
+    # (names only, nothing imported: load_methods imports them)
+    from .methods.registry import GROUP, available_methods
+
+    installed = available_methods()
+    named = [("methods_run", m) for m in cfg["methods_run"]]
+    named += [(f"domains.{dom}.{key}", m) for dom, d in cfg["domains"].items()
+              for key in ("methods", "pretrain_by_method", "model_by_method") for m in d.get(key, {})]
+    for where, m in named:
+        if m not in installed:
+            raise ConfigError(f"{source}: {where} names {m!r}, which is not an installed method (installed: "
+                              f"{', '.join(sorted(installed))}; a method from another package is an entry "
+                              f"point of the group {GROUP!r})")

@@ -175,6 +175,7 @@ class PretrainJob:
     method_cfg: Mapping[str, Any]       # methods.<m> with domains.<d>.methods.<m> over it
     corpus_subsample: int | None
     diagnostic: Mapping[str, Any]       # pretrain_diagnostic, defaults filled
+    method_code: Mapping[str, Any] | None = None   # an outside method's code identity (methods/registry.py)
 
     @property
     def max_len(self) -> int:
@@ -186,7 +187,8 @@ class PretrainJob:
         trains on, and the held-out loss in ``meta.json`` is part of the job's output."""
         out = {"corpus": self.corpus, "subsample": self.corpus_subsample, "model": thaw(self.model),
                "pretrain": self.train.as_dict(), "method": self.method, "method_cfg": thaw(self.method_cfg),
-               "diagnostic": thaw(self.diagnostic)}
+               "diagnostic": thaw(self.diagnostic),
+               **({"method_code": thaw(self.method_code)} if self.method_code else {})}
         if self.method == UNTRAINED:   # no training steps, no held-out loss: its recipe is not read
             del out["pretrain"]
             out["diagnostic"] = {k: v for k, v in out["diagnostic"].items() if k != "batch_size"}
@@ -206,9 +208,12 @@ def resolve_pretrain(cfg: Mapping[str, Any], corpus: str, method: str) -> Pretra
     d = cfg["domains"][domain]
     if corpus != d["corpus"]:
         raise ConfigError(f"{corpus!r} is a task of domain {domain!r}, not its pretraining corpus ({d['corpus']!r})")
-    if method not in cfg["methods"]:
-        raise ConfigError(f"method {method!r} has no entry under 'methods' in the config")
-    method_cfg = deep_merge(cfg["methods"][method], d.get("methods", {}).get(method, {}))
+    from .methods.registry import method_class, method_entry, outside_code
+
+    entry = method_entry(method)   # fails naming what is installed
+    # a method with no entry under 'methods' runs with its class's defaults
+    base_cfg = cfg["methods"][method] if method in cfg["methods"] else dict(method_class(method).defaults)
+    method_cfg = deep_merge(base_cfg, d.get("methods", {}).get(method, {}))
     over = d.get("pretrain_by_method", {}).get(method, {})
     where = f"domains.{domain}.pretrain" + (f" (with pretrain_by_method.{method})" if over else "")
     train = TrainSpec.from_mapping(deep_merge(d["pretrain"], over), where)
@@ -217,4 +222,5 @@ def resolve_pretrain(cfg: Mapping[str, Any], corpus: str, method: str) -> Pretra
     check_model(model, f"domains.{domain}.model" + (f" (with model_by_method.{method})" if own else ""))
     return PretrainJob(domain=domain, corpus=corpus, method=method, model=_frozen(model), train=train,
                        method_cfg=_frozen(method_cfg), corpus_subsample=d.get("corpus_subsample"),
-                       diagnostic=_frozen({**DIAGNOSTIC_DEFAULTS, **cfg.get("pretrain_diagnostic", {})}))
+                       diagnostic=_frozen({**DIAGNOSTIC_DEFAULTS, **cfg.get("pretrain_diagnostic", {})}),
+                       method_code=None if entry.builtin else _frozen(outside_code(method) or {}))

@@ -11,13 +11,16 @@ Two files come out of it:
   every source file the job reads. A stage depends on its spec, not on the config files or the
   code folders, so DVC reruns exactly the stages whose settings or code changed: editing
   ``pipeline_src/methods/span.py`` reruns the ``span`` stages (and the report), nothing else.
+- ``data/method_code/<m>.json`` (the ``method_code`` stages' outs, one per method of the run from
+  another package): its distribution, version and the sha256 of its module files. The stage
+  depends on the package's folder (outside the project), and the method's pretraining and
+  evaluation stages depend on the file: editing the package reruns them, and nothing else.
 
     items = stage_items(cfg, registry)      # {"pretrain": {"moses-sma": {...}}, "evaluate": ..., ...}
     write_specs(cfg, registry, "data/plan", root=".")
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from pathlib import Path
@@ -28,7 +31,7 @@ import yaml
 from .atomic import write_bytes_atomic
 from .config import ConfigError
 from .paths import checkpoint_path
-from .plan import eval_settings, pretrain_seeds, results_of, task_domains, task_runs
+from .plan import eval_settings, pretrain_seeds, results_of, split_names, split_settings, task_domains, task_runs
 from .spec import resolve_pretrain
 
 STAGES_FILE = "dvc_stages.yaml"
@@ -47,30 +50,58 @@ _CODE = {
 }
 
 
+METHOD_CODE_DIR = "data/method_code"
+
+
+def method_code_dep(method: str) -> str:
+    """What a method's pretraining and evaluation stages depend on for its code besides their spec:
+    a built-in's module file, or ``data/method_code/<m>.json`` (the ``method_code`` stage's out:
+    the code identity of a method from another package, whose files live outside the project)."""
+    from .methods.registry import method_entry
+
+    entry = method_entry(method)
+    return entry.module.replace(".", "/") + ".py" if entry.builtin else f"{METHOD_CODE_DIR}/{method}.json"
+
+
+def outside_package_dir(method: str) -> str:
+    """The folder of an outside method's top-level package (the ``method_code`` stage's dep):
+    relative to the working directory when inside it, else absolute."""
+    from .methods.registry import _module_origin, method_entry
+
+    root = _module_origin(method_entry(method).module)[1].resolve()
+    here = Path.cwd().resolve()
+    return root.relative_to(here).as_posix() if root.is_relative_to(here) else root.as_posix()
+
+
 def stage_items(cfg: dict[str, Any], registry: dict[str, dict]) -> dict[str, dict[str, dict[str, str]]]:
-    """The ``foreach`` dicts of dvc.yaml, keyed by the stage suffix (``pretrain@moses-sma``)."""
+    """The ``foreach`` dicts of dvc.yaml, keyed by the stage suffix (``pretrain@moses-sma``);
+    ``methods``: one ``method_code`` stage per method of the run from another package."""
+    from .methods.registry import method_entry
+
     pretrain: dict[str, dict[str, str]] = {}
     evaluate: dict[str, dict[str, str]] = {}
     classical: dict[str, dict[str, str]] = {}
+    methods = {m: {"method": m, "path": outside_package_dir(m)} for m in cfg["methods_run"]
+               if not method_entry(m).builtin}
     for d in cfg["domains"].values():
         corpus = d["corpus"]
         for m in cfg["methods_run"]:
-            pretrain[f"{corpus}-{m}"] = {"corpus": corpus, "method": m}
+            pretrain[f"{corpus}-{m}"] = {"corpus": corpus, "method": m, "code": method_code_dep(m)}
         for ds in d["tasks"]:
             for m, protocol in task_runs(cfg, registry, ds):
                 item = {"dataset": ds, "method": m}
                 if protocol == "classical":
                     classical[f"{ds}-{m}"] = item
                 else:
-                    evaluate[f"{ds}-{m}"] = {**item, "corpus": corpus}
-    return {"pretrain": pretrain, "evaluate": evaluate, "classical": classical}
+                    evaluate[f"{ds}-{m}"] = {**item, "corpus": corpus, "code": method_code_dep(m)}
+    return {"methods": methods, "pretrain": pretrain, "evaluate": evaluate, "classical": classical}
 
 
 def load_run_config(params: str | Path = "params.yaml") -> tuple[dict[str, Any], dict[str, dict], str]:
     """The config DVC runs (config/config.yaml with params.yaml's ``run_config`` laid over it, as
     the stage commands' ``snakemake --configfile`` does), its registry, and the run_config name."""
     from .config import load_config, load_registry
-    from .plan import check
+    from .plan import check, load_methods
 
     p = Path(params)
     run_config = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("run_config") if p.exists() else None
@@ -80,6 +111,7 @@ def load_run_config(params: str | Path = "params.yaml") -> tuple[dict[str, Any],
     cfg = load_config(base, [] if Path(run_config) == base else [run_config])
     registry = load_registry(cfg["registry"])
     check(cfg, registry, source=str(run_config))
+    load_methods(cfg, source=str(run_config))
     return cfg, registry, str(run_config)
 
 
@@ -102,37 +134,31 @@ def check_stages_file(path: str | Path, cfg: dict[str, Any], registry: dict[str,
 
 # --- the spec of each stage --------------------------------------------------------------------
 
-def _module_closure(path: Path) -> list[Path]:
-    """A methods module and the sibling modules it imports (``from .x import``), transitively."""
-    seen: list[Path] = []
-    todo = [path]
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.append(p)
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                # from .x import y -> x; from . import x, y -> x, y
-                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-                todo += [s for s in (p.parent / f"{n}.py" for n in names) if s.exists()]
-    return seen
-
-
 def method_sources(method: str, root: str | Path = ".") -> list[str]:
-    """The module of a registered method and the method modules it builds on, relative to root."""
-    import inspect
+    """The module of a built-in method and the method modules it builds on, relative to root; []
+    for a method from another package (its code identity is ``data/method_code/<m>.json``)."""
+    from .methods.registry import method_entry, module_closure, _module_origin
 
-    from .methods import REGISTRY
-
-    if method not in REGISTRY:
-        raise ConfigError(f"unknown method {method!r}; known: {sorted(REGISTRY)}")
-    src = Path(inspect.getsourcefile(REGISTRY[method])).resolve()
+    entry = method_entry(method)
+    if not entry.builtin:
+        return []
+    src = _module_origin(entry.module)[0].resolve()
     base = Path(root).resolve()
     if not src.is_relative_to(base):
         raise ConfigError(f"method {method!r} is imported from {src}, outside the project at {base}: "
                           "run the command from the project root")
-    return sorted(p.relative_to(base).as_posix() for p in _module_closure(src))
+    return sorted(p.relative_to(base).as_posix() for p in module_closure(src))
+
+
+def write_method_code(method: str, out: str | Path) -> dict[str, Any]:
+    """``data/method_code/<m>.json``: the code identity of a method from another package (its
+    distribution, version and the sha256 of its module files), atomically."""
+    from .methods.registry import method_code
+
+    code = method_code(method)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out, (json.dumps(code, indent=1, sort_keys=True) + "\n").encode())
+    return code
 
 
 def _expand(patterns: list[str], root: Path) -> list[Path]:
@@ -156,8 +182,18 @@ def code_digest(kind: str, method: str | None, root: str | Path = ".") -> dict[s
             for p in _expand(patterns, base)}
 
 
+def data_settings(cfg: dict[str, Any], registry: dict[str, dict]) -> dict[str, Any]:
+    """What the ``data`` stage's files depend on besides code: the registry entries of the run's
+    datasets, the ``data`` settings and each task's split files and their settings. The methods,
+    models and training settings are not part of it: adding a method reruns no data step."""
+    used = list(dict.fromkeys(ds for d in cfg["domains"].values() for ds in [d["corpus"], *d["tasks"]]))
+    tasks = [t for d in cfg["domains"].values() for t in d["tasks"]]
+    return {"registry": cfg["registry"], "data": cfg["data"], "datasets": {ds: registry[ds] for ds in used},
+            "splits": {t: {"names": split_names(cfg, t), **split_settings(cfg, registry, t)} for t in tasks}}
+
+
 def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = ".") -> dict[str, dict[str, Any]]:
-    """Relative spec path -> its content, for every stage of the run."""
+    """Relative spec path -> its content, for every stage of the run (``data.json``: the data stage)."""
     items = stage_items(cfg, registry)
     dom_of = {d["corpus"]: dom for dom, d in cfg["domains"].items()}
     digests: dict[tuple[str, str], dict[str, str]] = {}   # (kind, method): the same for every task
@@ -167,12 +203,15 @@ def specs(cfg: dict[str, Any], registry: dict[str, dict], root: str | Path = "."
             digests[kind, m] = code_digest(kind, m, root)
         return digests[kind, m]
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {"data.json": {"settings": data_settings(cfg, registry)}}
     for it in items["pretrain"].values():
         corpus, m = it["corpus"], it["method"]
         job = resolve_pretrain(cfg, corpus, m)
+        # an outside method's code identity is its own stage's out (data/method_code), which its
+        # stages depend on: the plan does not rerun when only the package changes
+        settings = {k: v for k, v in job.settings().items() if k != "method_code"}
         out[f"pretrain/{corpus}/{m}.json"] = {
-            "settings": job.settings(), "seeds": pretrain_seeds(cfg, dom_of[corpus]),
+            "settings": settings, "seeds": pretrain_seeds(cfg, dom_of[corpus]),
             "code": code("pretrain", m)}
     for kind in ("evaluate", "classical"):
         for it in items[kind].values():

@@ -37,10 +37,16 @@ def masked_index(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``name``, ``domain_agnostic`` and ``defaults`` (config keys)."""
+    """Base class. Subclasses set ``defaults`` (their config keys and values, the config of a method
+    with no entry under ``methods:``), ``display_name`` (the report's label), ``domain_agnostic``
+    (whether SMA eq. 1 holds: ``method check`` tests it) and ``guided_masks`` (its masks come from
+    the first layer's attention as SMA's do: the report draws them). ``name`` is set from the
+    method's entry point (``methods/registry.py``)."""
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
     domain_agnostic: ClassVar[bool] = True
+    guided_masks: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: InputSpec, model_cfg: dict[str, Any], method_cfg: dict[str, Any]) -> None:

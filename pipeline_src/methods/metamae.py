@@ -32,7 +32,6 @@ from ..models.decoders import (SelfAttentionDecoder, TransformerDecoder, gather_
 from ..models.encoders import decoder_dropout
 from .base import Method, MethodOutput, masked_index
 from .masking import num_masked, random_mask, rank_mask
-from .registry import register
 
 
 def nt_xent(a: Tensor, b: Tensor, temperature: float) -> Tensor:
@@ -102,8 +101,8 @@ def projector(dim: int, kind: str = "bn_relu", hidden: int | None = None, out: i
     return nn.Sequential(nn.Linear(dim, hidden, bias=bias), nn.BatchNorm1d(hidden), *act, nn.Linear(hidden, out, bias=bias))
 
 
-@register("metamae")
 class MetaMAE(Method):
+    display_name = "MetaMAE"
     defaults = {"mask_ratio": 0.5, "support_ratio": 0.1, "inner_lr": 0.1, "contrastive_weight": 0.1,
                 "temperature": 0.5, "decoder_depth": 2, "first_order": False, "nearby": "embedding",
                 "projection": "bn_relu", "projection_hidden": None, "projection_dim": None,

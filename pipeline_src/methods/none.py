@@ -5,11 +5,10 @@ import torch
 
 from ..batch import Batch
 from .base import Method, MethodOutput
-from .registry import register
 
 
-@register("none")
 class NoPretraining(Method):
+    display_name = "no pretraining"
     defaults = {}
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:

@@ -5,7 +5,6 @@ import torch
 from torch import Tensor
 
 from .random_masking import RandomMasking
-from .registry import register
 
 
 def uniform_ratio(u: Tensor, ratio_min: float, ratio_max: float) -> Tensor:
@@ -13,8 +12,8 @@ def uniform_ratio(u: Tensor, ratio_min: float, ratio_max: float) -> Tensor:
     return ratio_min + (ratio_max - ratio_min) * u.to(torch.float64)
 
 
-@register("r2mae")
 class R2MAE(RandomMasking):
+    display_name = "R2MAE"
     defaults = {"ratio_min": 0.15, "ratio_max": 0.6}
 
     def sample_ratio(self, batch_size: int, generator: torch.Generator | None,

@@ -6,11 +6,10 @@ from torch import Tensor
 
 from ..batch import Batch
 from .base import MaskedAutoencoder
-from .registry import register
 
 
-@register("random")
 class RandomMasking(MaskedAutoencoder):
+    display_name = "MAE (random)"
     defaults = {"mask_ratio": 0.3}
 
     def make_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,

@@ -32,7 +32,6 @@ from ..batch import Batch, InputSpec
 from ..models.attention import full_precision, score_dtype
 from .base import MaskedAutoencoder
 from .masking import num_masked, random_mask, rank_mask
-from .registry import register
 
 
 WARMUP_STYLES = ("per_sample", "mixed")
@@ -112,8 +111,9 @@ def select_mask(attn_logits: Tensor, key_padding_mask: Tensor, ratio: float | Te
     return mask_from_logits(rows, valid, key_padding_mask, num_masked(n_valid, ratio))
 
 
-@register("sma")
 class SMA(MaskedAutoencoder):
+    display_name = "SMA"
+    guided_masks = True
     defaults = {"mask_ratio": 0.3, "num_per_query": 4, "warmup_steps": 0, "warmup_style": "per_sample"}
 
     def __init__(self, spec: InputSpec, model_cfg: dict, method_cfg: dict) -> None:

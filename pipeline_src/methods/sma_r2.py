@@ -5,12 +5,12 @@ import torch
 from torch import Tensor
 
 from .r2mae import uniform_ratio
-from .registry import register
 from .sma import SMA
 
 
-@register("sma_r2")
 class SMAR2(SMA):
+    display_name = "SMA+R2MAE"
+    guided_masks = True
     defaults = {"ratio_min": 0.15, "ratio_max": 0.6, "num_per_query": 4, "warmup_steps": 0, "warmup_style": "per_sample"}
 
     def sample_ratio(self, batch_size: int, generator: torch.Generator | None,

@@ -7,11 +7,10 @@ from torch import Tensor
 from ..batch import Batch
 from .base import MaskedAutoencoder
 from .masking import num_masked, span_mask
-from .registry import register
 
 
-@register("span")
 class SpanMasking(MaskedAutoencoder):
+    display_name = "span masking (not domain-agnostic)"
     domain_agnostic = False
     defaults = {"mask_ratio": 0.3, "mean_span": 3}
 

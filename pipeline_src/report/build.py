@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import pandas as pd
 import yaml
 
 from ..config import ConfigError, config_hash, load_config, load_registry
-from ..paths import log_path, masks_path
-from ..plan import MASK_METHODS, baselines_for, eval_settings_hash, planned_results
+from ..paths import log_path, masks_path, meta_path
+from ..plan import baselines_for, eval_settings_hash, planned_results
 from ..atomic import write_bytes_atomic
 from ..plan import pretrain_seeds
 from ..spec import TrainSpec, resolve_pretrain
@@ -539,14 +540,35 @@ def _finetune_figures(results: pd.DataFrame, primary: dict[tuple[str, str], str]
     return lines
 
 
-def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_md: Path, n_show: int = 4) -> list[str]:
+def _guided(cfg: dict[str, Any], dom: str, method: str, masks_root: Path, checkpoints_root: str | Path) -> bool:
+    """Whether the report draws ``method``'s masks on the domain's corpus: a mask file exists, or the
+    checkpoint's meta.json says its class makes guided masks (the report never loads a method class)."""
+    corpus = cfg["domains"][dom]["corpus"]
+    if Path(masks_path(corpus, method, masks_root)).exists():
+        return True
+    try:
+        meta = json.loads(Path(meta_path(corpus, method, pretrain_seeds(cfg, dom)[0], checkpoints_root)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("guided_masks"))
+
+
+def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_md: Path, n_show: int = 4,
+                  checkpoints_root: str | Path = "data/checkpoints") -> list[str]:
     from .figures import mask_figure
     from .masks import masked_text, read_mask_draws
 
     lines: list[str] = []
     for dom, d in cfg["domains"].items():
         corpus = d["corpus"]
-        for method in [m for m in MASK_METHODS if m in cfg.get("methods_run", [])]:
+        seed = pretrain_seeds(cfg, dom)[0]
+        unrun = [m for m in cfg.get("methods_run", []) if m != "none"
+                 and not Path(meta_path(corpus, m, seed, checkpoints_root)).exists()
+                 and not Path(masks_path(corpus, m, masks_root)).exists()]
+        if unrun:
+            lines.append(f"- {corpus}: no figure yet for {', '.join(f'`{m}`' for m in unrun)} (no checkpoint: its "
+                         "meta.json says whether the method draws guided masks).")
+        for method in [m for m in cfg.get("methods_run", []) if _guided(cfg, dom, m, masks_root, checkpoints_root)]:
             path = Path(masks_path(corpus, method, masks_root))
             if not path.exists():
                 lines.append(f"- {corpus} / {method}: no figure (no `{_display_path(path)}`: the `masks` step has not run).")
@@ -717,7 +739,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         fig_lines += ["### SMA masks (which tokens get masked)", "",
                       "Two mask draws from the same pretrained weights for a few samples (SMA Figure 2 / Table 7): "
                       "masks come from the first attention layer; the draws differ only in the random query subset."]
-        fig_lines += _mask_section(cfg, Path(masks_root), figures_p, out_md_p)
+        fig_lines += _mask_section(cfg, Path(masks_root), figures_p, out_md_p, checkpoints_root=checkpoints_root)
 
     planned = len(keys) if keys is not None else len(results)
     failed = sum(1 for k in (keys or []) if k not in present and Path(k.log_path(logs_root)).exists())

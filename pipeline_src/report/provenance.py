@@ -3,7 +3,8 @@
 Files written (each atomically):
 
 - ``software_versions.yaml``: Python, torch (+ the CUDA it was built for, if any), RDKit, Snakemake,
-  DVC, numpy, pandas, scikit-learn and a few more;
+  DVC, numpy, pandas, scikit-learn and a few more, and under ``methods`` each method of the run:
+  its distribution, version, entry point and the sha256 of its module files;
 - ``git.json``: the commit of the working tree and whether tracked files differ from it;
 - ``config.yaml``: byte copy of the effective run config (the file every rule read) and
   ``config_hash.json`` with its sha256 and the settings hash used in the report;
@@ -68,6 +69,21 @@ def software_versions(with_cuda: bool = True) -> dict[str, Any]:
     out.update(package_versions())
     if with_cuda:
         out["cuda"] = cuda_info()
+    return out
+
+
+def method_versions(config_path: str | Path) -> dict[str, Any]:
+    """The code identity of every method in the run config's ``methods_run`` (a method from another
+    package: its distribution, version and module files). Reads metadata and files, imports nothing."""
+    from ..methods.registry import MethodLoadError, method_code
+
+    cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+    out: dict[str, Any] = {}
+    for m in cfg.get("methods_run", []):
+        try:
+            out[m] = method_code(m)
+        except MethodLoadError as e:
+            out[m] = {"error": str(e)}
     return out
 
 
@@ -157,8 +173,8 @@ def write_pipeline_info(config_path: str | Path, out_dir: str | Path = "reports/
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in OUT_FILES}
-    write_bytes_atomic(paths["software_versions.yaml"],
-                       yaml.safe_dump(software_versions(), sort_keys=False).encode("utf-8"))
+    versions = {**software_versions(), "methods": method_versions(config_path)}
+    write_bytes_atomic(paths["software_versions.yaml"], yaml.safe_dump(versions, sort_keys=False).encode("utf-8"))
     write_bytes_atomic(paths["git.json"], _dump_json(git_info(repo_root)))
     write_bytes_atomic(paths["config.yaml"], Path(config_path).read_bytes())
     write_bytes_atomic(paths["config_hash.json"], _dump_json(config_digest(config_path)))

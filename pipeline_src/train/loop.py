@@ -112,7 +112,11 @@ def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_model_file(path: str | Path, method: nn.Module, meta: dict[str, Any]) -> None:
     """Write ``{"state_dict", "meta"}`` atomically; loadable with ``torch.load(weights_only=True)``.
     The metadata (plus ``encoder_params``) also goes to ``meta.json`` beside it, first: the report
-    reads that file and never loads a checkpoint."""
+    reads that file and never loads a checkpoint. The method's own description is added to it
+    (``methods.registry.describe``: display name, domain_agnostic, guided_masks, code identity)."""
+    from ..methods.registry import describe
+
+    meta = {**meta, **describe(method)}   # display_name, domain_agnostic, guided_masks, method_code
     state = _cpu_state_dict(method)
     encoder_params = sum(int(v.numel()) for k, v in state.items() if k.startswith("encoder."))
     write_json_atomic(Path(path).with_name(META_FILE), {**meta, "encoder_params": encoder_params})

@@ -131,7 +131,10 @@ def test_repro_builds_every_stage(first_repro):
         assert (repo / f"data/results/higgs/{m}/linear/fixed/seed0.json").exists()
     assert "HIGGS" in (repo / "reports/all.md").read_text()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert lock["stages"]["data"]["params"]["params.yaml"]["run_config"] == OVERLAY
+    assert lock["stages"]["plan"]["params"]["params.yaml"]["run_config"] == OVERLAY
+    # the data stage depends on its spec, not on the whole config (adding a method reruns no data step)
+    assert "data/plan/data.json" in {d["path"] for d in lock["stages"]["data"]["deps"]}
+    assert json.loads((repo / "data/plan/data.json").read_text())["settings"]["datasets"].keys() == {"higgs"}
     spec = json.loads((repo / "data/plan/pretrain/higgs/sma.json").read_text())
     assert spec["seeds"] == [0] and "pipeline_src/methods/sma.py" in spec["code"]
     assert "pipeline_src/methods/span.py" not in spec["code"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pipeline_src.batch import Batch, InputSpec
-from pipeline_src.methods import REGISTRY, MaskedAutoencoder, Method, MethodOutput, build_method, select_mask
+from pipeline_src.methods import BUILTIN, MaskedAutoencoder, Method, MethodOutput, build_method, select_mask
+from pipeline_src.methods import method_class
 from pipeline_src.methods import sma as sma_module
 
 
@@ -68,12 +69,14 @@ def build(name: str, **model_over: object) -> Method:
 # --- registry and contract ------------------------------------------------------------------
 
 def test_registry_and_build_errors() -> None:
-    assert set(REGISTRY) == {"none", "random", "sma", "r2mae", "metamae", "span", "sma_r2"}
+    assert set(BUILTIN) == {"none", "random", "sma", "r2mae", "metamae", "span", "sma_r2"}
     with pytest.raises(ValueError, match="unknown method"):
         build_method("nope", spec(), MODEL, {})
     with pytest.raises(ValueError, match="unknown config keys"):
         build_method("random", spec(), MODEL, {"mask_rate": 0.3})
-    assert [n for n, c in REGISTRY.items() if not c.domain_agnostic] == ["span"]
+    assert [n for n in BUILTIN if not method_class(n).domain_agnostic] == ["span"]
+    assert [n for n in BUILTIN if method_class(n).guided_masks] == ["sma", "sma_r2"]
+    assert all(method_class(n).name == n for n in BUILTIN)
 
 
 def test_none_has_fresh_encoder_and_no_step() -> None:
@@ -336,7 +339,7 @@ def test_domain_agnostic_permutation(name: str, arch: str, float64: None) -> Non
     base = _trajectory(name, arch, batches, None)
     permuted = _trajectory(name, arch, batches, perm)
     same = torch.allclose(torch.tensor(base), torch.tensor(permuted), rtol=1e-9, atol=1e-10)
-    assert same == REGISTRY[name].domain_agnostic, (name, base, permuted)
+    assert same == method_class(name).domain_agnostic, (name, base, permuted)
 
 
 def test_sincos_run_permutes_with_its_table(float64: None) -> None:

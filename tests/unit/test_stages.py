@@ -21,8 +21,10 @@ def test_committed_stage_lists_match_the_default_config(at_root):
     cfg, registry, run_config = load_run_config("params.yaml")
     check_stages_file("dvc_stages.yaml", cfg, registry, run_config)
     items = stage_items(cfg, registry)
-    assert items["pretrain"]["moses-sma"] == {"corpus": "moses", "method": "sma"}
-    assert items["evaluate"]["bbbp-sma_r2"] == {"dataset": "bbbp", "method": "sma_r2", "corpus": "moses"}
+    assert items["pretrain"]["moses-sma"] == {"corpus": "moses", "method": "sma", "code": "pipeline_src/methods/sma.py"}
+    assert items["methods"] == {}                                      # no method from another package
+    assert items["evaluate"]["bbbp-sma_r2"] == {"dataset": "bbbp", "method": "sma_r2", "corpus": "moses",
+                                                "code": "pipeline_src/methods/sma_r2.py"}
     assert items["classical"]["higgs-gbm"] == {"dataset": "higgs", "method": "gbm"}
     n_tasks = sum(len(d["tasks"]) for d in cfg["domains"].values())
     assert len(items["evaluate"]) == n_tasks * len(cfg["methods_run"])
@@ -44,7 +46,7 @@ def test_stale_stage_lists_fail_naming_the_command(at_root, tmp_path):
 
 def test_method_sources_follow_the_imports_within_methods(at_root):
     assert method_sources("span") == ["pipeline_src/methods/base.py", "pipeline_src/methods/masking.py",
-                                      "pipeline_src/methods/registry.py", "pipeline_src/methods/span.py"]
+                                      "pipeline_src/methods/span.py"]
     combo = method_sources("sma_r2")
     assert {"pipeline_src/methods/sma_r2.py", "pipeline_src/methods/sma.py", "pipeline_src/methods/r2mae.py"} <= set(combo)
     assert "pipeline_src/methods/span.py" not in combo and "pipeline_src/methods/metamae.py" not in combo
@@ -68,7 +70,7 @@ def test_specs_hold_settings_seeds_and_results(at_root, tmp_path):
     cfg, registry, _ = load_run_config("params.yaml")
     n = write_specs(cfg, registry, tmp_path)
     items = stage_items(cfg, registry)
-    assert n == sum(len(v) for v in items.values())
+    assert n == sum(len(v) for k, v in items.items() if k != "methods") + 1   # + data.json
     spec = json.loads((tmp_path / "pretrain/higgs/sma.json").read_text())
     assert spec["seeds"] == cfg["pretrain_seeds"]
     assert spec["settings"]["method_cfg"]["mask_ratio"] == cfg["domains"]["physics"]["methods"]["sma"]["mask_ratio"]
@@ -97,7 +99,7 @@ def test_targets_of_a_stage(at_root):
 
 
 def test_module_closure_reads_both_import_forms(tmp_path):
-    from pipeline_src.stages import _module_closure
+    from pipeline_src.methods.registry import module_closure as _module_closure
 
     (tmp_path / "a.py").write_text("from . import b, c\nfrom .d import thing\nimport os\n")
     (tmp_path / "b.py").write_text("from .a import x\n")          # a cycle ends

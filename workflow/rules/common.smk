@@ -31,6 +31,10 @@ onstart:
 PY = f"{shlex.quote(sys.executable)} -m pipeline_src"
 
 _plan.check(config, REGISTRY)
+# the class of every method in methods_run (built-in or from an installed package; imports torch)
+_plan.load_methods(config)
+# every method name the config knows, for the rules' wildcard constraints
+METHODS_RE = "|".join(_plan.method_names(config))
 _task_domain = _plan.task_domains(config)
 
 # $MASKBENCH_SLURM_GPU_MODEL (e.g. a100): the GPU type the GPU steps ask the SLURM executor for

@@ -24,7 +24,7 @@ def _outs(ds, protocol):
 
 
 EVAL_TARGETS = [k.path() for k in _plan.planned_results(config, REGISTRY)]
-_METHODS_RE = "|".join(config["methods"])
+_METHODS_RE = METHODS_RE
 
 for _ds in _task_domain:
     _settings = {p: _plan.eval_settings_hash(config, REGISTRY, _ds, p) for p in _plan.PROTOCOLS}

@@ -22,7 +22,7 @@ rule pretrain:
         meta="data/checkpoints/{corpus}/{method}/seed{seed}/meta.json",
     wildcard_constraints:
         corpus="|".join(sorted({d["corpus"] for d in config["domains"].values()})),
-        method="|".join(config["methods"]),
+        method=METHODS_RE,
         seed=r"\d+",
     params:
         # rerun when the settings this job uses change, not when any config key does

@@ -1,10 +1,14 @@
 # provenance: what produced this run -> reports/pipeline_info/ (software versions, git commit,
-# effective config + hash, hardware). The params make the rule rerun when the commit, the config
-# or an installed version changes; the report rule needs its output (ancient: a new commit alone
-# does not rebuild the report).
+# effective config + hash, hardware), built with the report, which reads it. The params make the
+# rule (and so the report) rerun when the config, an installed version or the code of a method from
+# another package changes; a new commit alone rebuilds neither: git.json names the commit the
+# report was built from. (The report's input from here is not `ancient`: Snakemake 9 then skips the
+# report when this rule reruns for its params, even when the report's own inputs changed, e.g. a
+# method added to methods_run.)
 from importlib import metadata as _metadata
 
-from pipeline_src.report.provenance import DISTRIBUTIONS as _DISTRIBUTIONS, head_commit as _head_commit
+from pipeline_src.methods.registry import outside_code as _outside_code
+from pipeline_src.report.provenance import DISTRIBUTIONS as _DISTRIBUTIONS
 
 
 def _installed_versions():
@@ -37,8 +41,9 @@ rule provenance:
         },
     params:
         settings=config_hash(config),
-        commit=_head_commit(workflow.basedir) or "none",  # read from .git, no git process
         versions=_installed_versions(),
+        # the code identity of the run's methods from other packages (editing one rewrites the file)
+        methods=config_hash({m: _outside_code(m) for m in config["methods_run"]}),
         out="reports/pipeline_info",
     threads: 1
     resources:

@@ -1,0 +1,1 @@
+"""An example maskbench method in its own package (README: "Add your own method")."""
