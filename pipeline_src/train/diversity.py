@@ -39,11 +39,11 @@ the same mask; meaningful for fixed-layout inputs, where every sample has the sa
 ``MIN_ENTROPY_RATIO`` times the random reference's, or when its share of identical pairs exceeds
 the reference's by more than ``MAX_EXCESS_IDENTICAL``; else ``fine``. Why these values
 (docs/mask_diversity.md): uniform random masking gives an entropy of 0.99-1.00 and 0.000 identical
-pairs at the quick default's sizes (1,000 held-out samples of 28 features, or of 20-60 bytes), and
+pairs at the quick default's sizes (1,000 held-out samples of 28 features, or of 22-48 bytes), and
 the collapsed HIGGS run of the issue that prompted this check had entropy 0.65 (four features in
 every mask: the masking concentrated on about 28^0.65 = 9 of the 28 features), with only 24 of
 128 masks distinct. 0.8 sits between them: it is the entropy of a masking spread evenly over
-U^0.8 units (14 of 28 features, 17 of 35 byte values), half or fewer of the inputs; a guided method
+U^0.8 units (14 of 28 features, 13 of the 24 byte values of the MOSES slice), half or fewer of the inputs; a guided method
 is expected to prefer some inputs, not to ignore half of them. A quarter of the samples getting
 the same mask twice means the random query subset no longer changes the mask.
 
