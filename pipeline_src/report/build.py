@@ -332,6 +332,18 @@ def _bag_of_tokens_lines(costs: pd.DataFrame) -> list[str]:
     return ([""] + out) if out else []
 
 
+def _collapse_summary(costs: pd.DataFrame) -> list[str]:
+    """One line under the findings per (corpus, method) with a collapsed run (from meta.json)."""
+    out = []
+    for (corpus, method), g in costs.groupby(["corpus", "method"], sort=False):
+        bad = g[g["mask_verdict"] == "collapsed"]
+        if not bad.empty:
+            out.append(f"- **Masks collapsed: `{method}` on {corpus}** in {len(bad)} of {int(g['mask_verdict'].notna().sum())} "
+                       "pretraining seeds: at the end of pretraining it masks nearly the same inputs whatever the draw; "
+                       "its numbers above are those of that collapse (\"Did pretraining learn?\", mask diversity).")
+    return ["", *out] if out else []
+
+
 def _diversity_cells(r: dict[str, Any]) -> list[str]:
     def pair(a: Any, b: Any, digits: int = 2) -> str:
         return "n/a" if _missing(a) else f"{_fmt_num(a, digits)} ({_fmt_num(b, digits)})"
@@ -690,6 +702,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
 
     md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
     md += ["", *_findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)]
+    md += _collapse_summary(costs)
     md += ["", "## How to read", "", HOW_TO_READ]
     md += ["## Did pretraining learn?", "", *_diagnostic_section(costs), ""]
     md += ["## Fold sizes", "", *_fold_section(fold_sizes(results), registry), ""]

@@ -247,6 +247,9 @@ def test_report_shows_mask_diversity_verdicts_and_bag_of_tokens_per_run(workdir:
     assert "| moses | none | 0 | n/a | n/a (no masks) |" in section
     assert "**Masks collapsed: `sma` on moses** (seed 0 of 1; 61% of the samples get the same mask twice" in section
     assert "a finding about the method at this run's scale and settings" in section
+    findings = md.split("## Findings")[1].split("\n## ")[0]
+    assert "**Masks collapsed: `sma` on moses** in 1 of 1 pretraining seeds" in findings
+    assert "`random` on moses**" not in findings
     # the order-free reference: a sentence for the run at or above it, none for the one below it
     assert "**moses / `random`: no more than a bag of its tokens** (seed 1 of 1: held-out ratio 0.970 ≥ 0.960" in section
     assert "moses / `sma`: no more than a bag" not in section
