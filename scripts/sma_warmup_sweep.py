@@ -10,6 +10,7 @@ printed at the end, and by ``--table`` from an existing results file.
     python scripts/sma_warmup_sweep.py --domains physics chemistry --method sma --seeds 0 1 2 \\
         --variant none:0 --variant mixed:0.25 --variant per_sample:0.25 \\
         --processed-root data/processed --threads 1 --out sma_warmup.jsonl
+    python scripts/sma_warmup_sweep.py --at-init --domains physics chemistry --out sma_warmup.jsonl   # before any step
 """
 from __future__ import annotations
 
@@ -56,6 +57,30 @@ def run_one(cfg: dict, corpus: str, method: str, seed: int, processed: Path, thr
     return {"meta": meta, "job_s": job_s}
 
 
+def at_init(base: dict, domain: str, method: str, seeds: list[int], processed_root: Path) -> list[dict]:
+    """The mask diversity of the freshly initialized (seeded) model of each seed, before any step,
+    on the same held-out slice and with the same function as a pretraining job's end."""
+    import torch
+
+    from pipeline_src.spec import resolve_pretrain, thaw
+    from pipeline_src.train.devices import seed_everything
+    from pipeline_src.train.diversity import mask_diversity
+    from pipeline_src.train.pretrain import _build, load_corpus, split_corpus
+
+    corpus = base["domains"][domain]["corpus"]
+    job = resolve_pretrain(base, corpus, method)
+    full = load_corpus(processed_root / corpus)
+    rows = []
+    for seed in seeds:
+        held, data = split_corpus(full, job, seed)
+        seed_everything(seed, 1)
+        model = _build(method, data.spec(job.max_len), thaw(job.model), thaw(job.method_cfg))
+        div = mask_diversity(model, held, job.max_len, int(job.diagnostic["batch_size"]), torch.device("cpu"), step=None)
+        rows.append({"domain": domain, "corpus": corpus, "method": method, "variant": "at initialization",
+                     "fraction": 0.0, "warmup_steps": 0, "seed": seed, "steps": 0, "ratio": None, "mask_diversity": div})
+    return rows
+
+
 def _ms(xs: list[float | None], digits: int = 3) -> str:
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -76,7 +101,8 @@ def table(rows: list[dict]) -> str:
     for (dom, method, variant, warm), g in groups.items():
         div = [r["mask_diversity"] for r in g]
         col = [str(r["seed"]) for r in g if r["mask_diversity"]["verdict"] == "collapsed"]
-        out.append(f"| {dom} | {method} | {variant} ({warm} steps) | {_ms([r['ratio'] for r in g])} | "
+        what = variant if variant == "at initialization" else f"{variant} ({warm} steps)"
+        out.append(f"| {dom} | {method} | {what} | {_ms([r['ratio'] for r in g])} | "
                    f"{_ms([d['method']['entropy'] for d in div], 2)} ({_ms([d['random']['entropy'] for d in div], 2)}) | "
                    f"{_ms([d['method']['jaccard'] for d in div], 2)} ({_ms([d['random']['jaccard'] for d in div], 2)}) | "
                    f"{_ms([d['method']['identical_share'] for d in div], 2)} | "
@@ -97,6 +123,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="sma_warmup.jsonl", help="JSON lines, appended run by run")
     p.add_argument("--table", action="store_true", help="only print the table of --out")
+    p.add_argument("--at-init", action="store_true", help="only the mask diversity of each seed's untrained model")
     a = p.parse_args()
     out = Path(a.out)
     if a.table:
@@ -104,6 +131,12 @@ def main() -> int:
         return 0
     variants = a.variant or ["none:0", "mixed:0.1", "mixed:0.25", "per_sample:0.25"]
     base = load_config(a.config)
+    if a.at_init:
+        rows = [r for d in a.domains for r in at_init(base, d, a.method, a.seeds, Path(a.processed_root))]
+        with out.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        print(table(rows))
+        return 0
     rows = []
     for domain in a.domains:
         corpus = base["domains"][domain]["corpus"]
