@@ -80,6 +80,13 @@ class Method(nn.Module):
         column. Methods that do not adapt raise NotImplementedError."""
         raise NotImplementedError(f"method {self.name!r} has no test-time adaptation")
 
+    @torch.no_grad()
+    def draw_mask(self, batch: Batch, generator: torch.Generator | None = None, step: int | None = None) -> Tensor | None:
+        """The mask [B, N] bool the method would train ``batch`` with at ``step`` (None: after any
+        warm-up), drawn from ``generator``; None for a method without masks (``none``). The mask
+        diversity of every run (:mod:`pipeline_src.train.diversity`) calls it twice per sample."""
+        return None
+
     # --- randomness -------------------------------------------------------------------------
     def position_noise(self, batch_size: int, n: int, generator: torch.Generator | None,
                        device: torch.device) -> Tensor:
@@ -112,6 +119,15 @@ class MaskedAutoencoder(Method):
     def make_mask(self, batch: Batch, x_emb: Tensor, ratio: Tensor, generator: torch.Generator | None,
                   step: int) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def draw_mask(self, batch: Batch, generator: torch.Generator | None = None, step: int | None = None) -> Tensor:
+        """:meth:`make_mask` at a ratio from :meth:`sample_ratio`, as in a training step (a plugin
+        method implements ``make_mask`` only; ``step`` None = a step past any warm-up)."""
+        x_emb = self.encoder.embed(batch)
+        ratio = self.sample_ratio(batch.padding_mask.shape[0], generator, x_emb.device)
+        mask, _ = self.make_mask(batch, x_emb, ratio, generator, 2**62 if step is None else int(step))
+        return mask
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None, step: int = 0) -> MethodOutput:
         b, n = batch.padding_mask.shape

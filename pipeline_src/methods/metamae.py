@@ -144,6 +144,13 @@ class MetaMAE(Method):
         n_near = torch.floor(query.sum(1).double() * r + 0.5).long()
         return nearby_mask(self.encoder.embedding.pos[:query.shape[1]].detach(), visible, query, n_near)
 
+    @torch.no_grad()
+    def draw_mask(self, batch: Batch, generator: torch.Generator | None = None, step: int | None = None) -> Tensor:
+        """The query set Q of a training step: a uniform random mask at ``mask_ratio``."""
+        b, n = batch.padding_mask.shape
+        noise = self.position_noise(b, n, generator, batch.padding_mask.device)
+        return random_mask(noise, batch.padding_mask, num_masked(batch.n_valid, float(self.cfg["mask_ratio"])))
+
     def _score(self, batch: Batch, mask: Tensor, inner_step: bool) -> Tensor:
         """The query loss of ``mask`` decoded from the latent of the visible tokens; ``inner_step``:
         after one inner step on the reconstruction of the visible tokens only (Nearby-S tokens are

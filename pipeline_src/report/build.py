@@ -409,6 +409,90 @@ def _diagnostic_section(costs: pd.DataFrame) -> list[str]:
         lines.append(f"| {corpus} | {method} | {r.mean():.3f}{std} (n={len(r)}) | {g['heldout_loss'].mean():.3f} | "
                      f"{g['baseline'].mean():.3f} | {_fmt_num(g['reference_ratio'].mean(), 3)} | "
                      f"{_fmt_num(g['final_loss_ratio'].mean(), 3)} | {_fmt_num(g['adapted_ratio'].mean(), 3)} |")
+    lines += _bag_of_tokens_lines(costs)
+    lines += ["", *_diversity_section(costs)]
+    return lines
+
+
+def _bag_of_tokens_lines(costs: pd.DataFrame) -> list[str]:
+    """One sentence per (corpus, method) whose held-out ratio of some seed is at or above the
+    order-free reference of that run."""
+    out = []
+    for (corpus, method), g in costs.groupby(["corpus", "method"], sort=False):
+        g = g.dropna(subset=["heldout_ratio", "reference_ratio"])
+        bag = g[g["heldout_ratio"] >= g["reference_ratio"]]
+        if bag.empty:
+            continue
+        vals = ", ".join(f"{r:.3f} ≥ {ref:.3f}" for r, ref in zip(bag["heldout_ratio"], bag["reference_ratio"]))
+        seeds = ", ".join(str(int(x)) for x in bag["seed"])
+        out.append(f"- **{corpus} / `{method}`: no more than a bag of its tokens** (seed{'s' if len(bag) > 1 else ''} "
+                   f"{seeds} of {len(g)}: held-out ratio {vals}, the order-free reference): "
+                   f"{'these models reconstruct' if len(bag) > 1 else 'this model reconstructs'} the held-out slice no "
+                   "better than a predictor that counts the visible tokens and reads no order.")
+    return ([""] + out) if out else []
+
+
+def _collapse_summary(costs: pd.DataFrame) -> list[str]:
+    """One line under the findings per (corpus, method) with a collapsed run (from meta.json)."""
+    out = []
+    for (corpus, method), g in costs.groupby(["corpus", "method"], sort=False):
+        bad = g[g["mask_verdict"] == "collapsed"]
+        if not bad.empty:
+            out.append(f"- **Masks collapsed: `{method}` on {corpus}** in {len(bad)} of {int(g['mask_verdict'].notna().sum())} "
+                       "pretraining seeds: at the end of pretraining it masks nearly the same inputs whatever the draw; "
+                       "its numbers above are those of that collapse (\"Did pretraining learn?\", mask diversity).")
+    return ["", *out] if out else []
+
+
+def _diversity_cells(r: dict[str, Any]) -> list[str]:
+    def pair(a: Any, b: Any, digits: int = 2) -> str:
+        return "n/a" if _missing(a) else f"{_fmt_num(a, digits)} ({_fmt_num(b, digits)})"
+    return [pair(r["mask_entropy"], r["random_entropy"]), _fmt_num(r["entropy_ratio"], 2),
+            pair(r["mask_jaccard"], r["random_jaccard"]), pair(r["identical_share"], r["random_identical_share"]),
+            _fmt_num(r["distinct_share"], 2), "n/a" if _missing(r["mask_verdict"]) else f"**{r['mask_verdict']}**"
+            if r["mask_verdict"] == "collapsed" else str(r["mask_verdict"])]
+
+
+def _diversity_section(costs: pd.DataFrame) -> list[str]:
+    """Mask diversity per (corpus, method, seed) from meta.json, the verdicts, and a finding for
+    every (corpus, method) with a collapsed run."""
+    lines = ["### Mask diversity", "",
+             "At the end of every pretraining run its method draws two masks for each held-out sample from its final "
+             "weights (two draws, different random numbers), and random masking draws two with the same number of "
+             "masked tokens per sample (in brackets). **Masking entropy**: the normalized entropy of how often each "
+             "input is masked, per position for fixed-layout inputs (one token per feature) and per token value for "
+             "sequences, each value's masking rate taken relative to its frequency in the slice (1 = every input masked "
+             "at the same rate, as random masking does). **Jaccard**: the mean overlap |A ∩ B| / |A ∪ B| of a sample's "
+             "two masks; **identical**: the share of samples whose two masks are the same; **distinct**: distinct masks "
+             "/ samples of one draw. Verdict **collapsed** when the masking entropy is below 0.8 of random masking's or "
+             "identical pairs exceed random masking's share by more than 0.25 (thresholds and why: "
+             "docs/mask_diversity.md); nothing about what an input means is used.", "",
+             "| corpus | method | seed | held-out loss / baseline | masking entropy (random) | entropy / random | "
+             "Jaccard of two views (random) | identical pairs (random) | distinct masks / samples | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in costs.to_dict("records"):
+        if _missing(r["steps"]) and _missing(r["heldout_ratio"]) and r["method"] != "none":
+            continue
+        cells = (["n/a (no masks)"] * 5 + ["n/a"]) if r["method"] == "none" else _diversity_cells(r)
+        lines.append(f"| {r['corpus']} | {r['method']} | {r['seed']} | {_fmt_num(r['heldout_ratio'], 3)} | "
+                     + " | ".join(cells) + " |")
+    finds = []
+    for (corpus, method), g in costs.groupby(["corpus", "method"], sort=False):
+        bad = g[g["mask_verdict"] == "collapsed"]
+        judged = g["mask_verdict"].notna().sum()
+        if bad.empty:
+            continue
+        seeds = ", ".join(str(int(x)) for x in bad["seed"])
+        why = bad["mask_reasons"].dropna()
+        finds.append(f"- **Masks collapsed: `{method}` on {corpus}** (seed{'s' if len(bad) > 1 else ''} {seeds} of "
+                     f"{judged}{'; ' + why.iloc[0] if len(why) else ''}). At the end of pretraining these models mask "
+                     "nearly the same inputs whatever the random draw, so they trained on a nearly fixed view of their "
+                     "input; their held-out and downstream numbers are those of that collapse, a finding about the "
+                     "method at this run's scale and settings.")
+    if finds:
+        lines += ["", *finds]
+    elif costs["mask_verdict"].notna().any():
+        lines += ["", "No run's masks collapsed."]
     return lines
 
 
@@ -553,8 +637,23 @@ def _guided(cfg: dict[str, Any], dom: str, method: str, masks_root: Path, checkp
     return bool(meta.get("guided_masks"))
 
 
+def _mask_diversity_line(costs: pd.DataFrame | None, corpus: str, method: str) -> list[str]:
+    """The recorded mask diversity of (corpus, method), per seed, for the text beside its figure."""
+    if costs is None or costs.empty:
+        return []
+    g = costs[(costs["corpus"] == corpus) & (costs["method"] == method) & costs["mask_verdict"].notna()]
+    if g.empty:
+        return []
+    parts = [f"seed {int(r['seed'])}: entropy {_fmt_num(r['mask_entropy'], 2)} (random {_fmt_num(r['random_entropy'], 2)}), "
+             f"Jaccard {_fmt_num(r['mask_jaccard'], 2)} ({_fmt_num(r['random_jaccard'], 2)}), identical pairs "
+             f"{_fmt_num(r['identical_share'], 2)}, {r['mask_verdict']}" for r in g.to_dict("records")]
+    return ["", "Mask diversity at the end of pretraining (held-out slice; \"Did pretraining learn?\"): "
+            + "; ".join(parts) + "."]
+
+
 def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_md: Path, n_show: int = 4,
-                  checkpoints_root: str | Path = "data/checkpoints") -> list[str]:
+                  checkpoints_root: str | Path = "data/checkpoints",
+                  costs: pd.DataFrame | None = None) -> list[str]:
     from .figures import mask_figure
     from .masks import masked_text, read_mask_draws
 
@@ -597,6 +696,7 @@ def _mask_section(cfg: dict[str, Any], masks_root: Path, figures_dir: Path, out_
 
                 top = mask_rate_by_label(draws, min_count=1)[:6]
                 lines.append("Most often masked features: " + ", ".join(f"{f} ({r:.0%})" for f, r, _ in top) + ".")
+            lines += _mask_diversity_line(costs, corpus, method)
     return lines
 
 
@@ -739,7 +839,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         fig_lines += ["### SMA masks (which tokens get masked)", "",
                       "Two mask draws from the same pretrained weights for a few samples (SMA Figure 2 / Table 7): "
                       "masks come from the first attention layer; the draws differ only in the random query subset."]
-        fig_lines += _mask_section(cfg, Path(masks_root), figures_p, out_md_p, checkpoints_root=checkpoints_root)
+        fig_lines += _mask_section(cfg, Path(masks_root), figures_p, out_md_p, checkpoints_root=checkpoints_root, costs=costs)
 
     planned = len(keys) if keys is not None else len(results)
     failed = sum(1 for k in (keys or []) if k not in present and Path(k.log_path(logs_root)).exists())
@@ -751,6 +851,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     findings = _findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)
     findings[2:2] = comparability_notes(cfg) + findings_caveats(results)   # under the heading
     md += ["", *findings]
+    md += _collapse_summary(costs)
     md += ["", "## How to read", "", HOW_TO_READ]
     md += ["## Did pretraining learn?", "", *_diagnostic_section(costs), ""]
     md += ["## Fold sizes", "", *_fold_section(fold_sizes(results), registry), ""]

@@ -10,9 +10,12 @@ import pandas as pd
 
 from ..paths import meta_path
 
+# meta.json's mask_diversity (pipeline_src/train/diversity.py): the method's two draws and the random reference
+DIVERSITY_COLUMNS = ["mask_unit", "mask_entropy", "random_entropy", "entropy_ratio", "mask_jaccard", "random_jaccard",
+                     "identical_share", "random_identical_share", "distinct_share", "mask_verdict", "mask_reasons"]
 COST_COLUMNS = ["domain", "corpus", "method", "seed", "steps", "job_wall_s", "train_wall_s", "tokens_per_s",
                 "peak_memory_mb", "max_rss_mb", "final_loss", "baseline", "final_loss_ratio", "heldout_loss",
-                "heldout_ratio", "reference_ratio", "device", "domain_agnostic", "adapted_ratio", "scoring"]
+                "heldout_ratio", "reference_ratio", "device", "domain_agnostic", "adapted_ratio", "scoring", *DIVERSITY_COLUMNS]
 
 
 def read_benchmark(path: str | Path) -> dict[str, float] | None:
@@ -68,6 +71,22 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def diversity_row(meta: dict[str, Any]) -> dict[str, Any]:
+    """The report's columns of a meta.json's ``mask_diversity`` (None everywhere when absent: a
+    method without masks, or a checkpoint written before it was recorded)."""
+    div = meta.get("mask_diversity") if isinstance(meta.get("mask_diversity"), dict) else None
+    if div is None:
+        return {k: None for k in DIVERSITY_COLUMNS}
+    mine, ref = div.get("method") or {}, div.get("random") or {}
+    return {"mask_unit": div.get("unit"), "mask_entropy": _num(mine.get("entropy")),
+            "random_entropy": _num(ref.get("entropy")), "entropy_ratio": _num(div.get("entropy_ratio")),
+            "mask_jaccard": _num(mine.get("jaccard")), "random_jaccard": _num(ref.get("jaccard")),
+            "identical_share": _num(mine.get("identical_share")),
+            "random_identical_share": _num(ref.get("identical_share")),
+            "distinct_share": _num(mine.get("distinct_share")), "mask_verdict": div.get("verdict"),
+            "mask_reasons": "; ".join(div.get("reasons") or []) or None}
+
+
 def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/checkpoints",
                    benchmarks_root: str | Path = "data/benchmarks") -> tuple[pd.DataFrame, dict[tuple[str, str, int], dict]]:
     """One row per (domain, corpus, method, seed) of the config, with the held-out diagnostic
@@ -106,6 +125,7 @@ def pretrain_costs(cfg: dict[str, Any], checkpoints_root: str | Path = "data/che
                     "domain_agnostic": m.get("domain_agnostic"),
                     "adapted_ratio": _num(diag.get("adapted_ratio")),   # the method's own adaptation (MetaMAE)
                     "scoring": diag.get("scoring"),
+                    **diversity_row(m),
                 })
     df = pd.DataFrame(rows, columns=COST_COLUMNS)
     df["steps"] = df["steps"].astype("Int64")

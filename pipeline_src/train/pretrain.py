@@ -21,6 +21,7 @@ from . import distributed as ddp_util
 from .data import subsample
 from .devices import seed_everything
 from .diagnostic import diagnostic, frequency_baseline, heldout_indices
+from .diversity import mask_diversity
 from .loop import LOG_NAME, MODEL_NAME, pretrain, save_model_file
 
 NO_PRETRAINING = "none"
@@ -104,6 +105,15 @@ def write_untrained(out_dir: Path, job: PretrainJob, spec: InputSpec, seed: int,
     (out_dir / LOG_NAME).write_text("", encoding="utf-8")  # no steps; the file is still an output
 
 
+def final_metadata(method: nn.Module, heldout: Encoded, data: Encoded, max_len: int, dcfg: dict[str, Any],
+                   device: Any, job: PretrainJob) -> dict[str, Any]:
+    """What every trained method adds to ``meta.json``, from the same code whatever the method: the
+    held-out diagnostic and the mask diversity of its final weights (masks drawn at its last step)."""
+    return {"diagnostic": diagnostic(method, heldout, data, max_len, dcfg, device),
+            "mask_diversity": mask_diversity(method, heldout, max_len, int(dcfg["batch_size"]), device,
+                                             step=int(job.train.as_dict()["steps"]))}
+
+
 def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int = 0, threads: int | None = None,
                  device: str | None = None) -> None:
     """Pretrain ``job.method`` on ``job.corpus`` (read from ``processed_dir``) into ``out_dir``.
@@ -125,7 +135,7 @@ def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int =
             write_untrained(out, job, spec, seed, threads,
                             {"diagnostic": {"heldout_loss": None, "baseline": base, "ratio": None,
                                             "heldout_samples": len(heldout), "mask_ratio": float(dcfg["mask_ratio"])},
-                             **job_meta(job, seed)})
+                             **job_meta(job, seed), "mask_diversity": None})  # no masks: n/a
             print(json.dumps({"method": job.method, "steps": 0}), file=sys.stdout)
         return
 
@@ -136,7 +146,7 @@ def run_pretrain(job: PretrainJob, processed_dir: str, out_dir: str, seed: int =
         model = _build(job.method, spec, model_cfg, method_cfg)
         summary = pretrain(model, data, job.train.as_dict(), max_len, out, seed, device=dev,
                            threads=threads, model_cfg=model_cfg, method_cfg=method_cfg,
-                           final_meta=lambda m: {"diagnostic": diagnostic(m, heldout, data, max_len, dcfg, dev),
+                           final_meta=lambda m: {**final_metadata(m, heldout, data, max_len, dcfg, dev, job),
                                                  **job_meta(job, seed)},
                            data_cfg={"heldout_samples": int(dcfg["heldout_samples"])})
         if dctx is None or dctx.is_main:

@@ -330,3 +330,53 @@ def test_findings_say_where_methods_had_different_settings(workdir: Path):
     build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE), mask_figures=False)
     findings = Path("reports/all.md").read_text().split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert notes[0] in findings
+
+
+def _diversity(entropy: float, identical: float, verdict: str, reasons: list[str]) -> dict:
+    return {"unit": "token_value", "samples": 10, "step": 20,
+            "method": {"entropy": entropy, "position_entropy": 0.9, "value_entropy": entropy, "jaccard": 0.93,
+                       "identical_share": identical, "distinct_share": 1.0, "mask_ratio": 0.3},
+            "random": {"entropy": 0.98, "position_entropy": 0.99, "value_entropy": 0.98, "jaccard": 0.17,
+                       "identical_share": 0.0, "distinct_share": 1.0, "mask_ratio": 0.3},
+            "entropy_ratio": entropy / 0.98, "verdict": verdict, "reasons": reasons,
+            "thresholds": {"min_entropy_ratio": 0.8, "max_excess_identical_share": 0.25, "min_count": 20}}
+
+
+def test_report_shows_mask_diversity_verdicts_and_bag_of_tokens_per_run(workdir: Path):
+    import json
+
+    sma_meta = Path("data/checkpoints/moses/sma/seed0/meta.json")
+    meta = json.loads(sma_meta.read_text())
+    meta["mask_diversity"] = _diversity(0.55, 0.61, "collapsed", ["61% of the samples get the same mask twice "
+                                                                  "(random masking: 0%)"])
+    sma_meta.write_text(json.dumps(meta))
+    rnd = Path("data/checkpoints/moses/random/seed1/meta.json")
+    rnd.parent.mkdir(parents=True, exist_ok=True)
+    rnd.write_text(json.dumps({**meta, "method": "random", "seed": 1, "mask_diversity": _diversity(0.97, 0.0, "fine", []),
+                               "diagnostic": {**meta["diagnostic"], "ratio": 0.97, "reference_ratio": 0.96}}))
+    none = Path("data/checkpoints/moses/none/seed0/meta.json")
+    none.parent.mkdir(parents=True, exist_ok=True)
+    none.write_text(json.dumps({**meta, "method": "none", "steps": 0, "mask_diversity": None,
+                                "diagnostic": {"heldout_loss": None, "baseline": 2.5, "ratio": None}}))
+    build_report("run.yaml", expected=_expected(), reference_path=str(REFERENCE))
+    md = Path("reports/all.md").read_text()
+    section = md.split("## Did pretraining learn?")[1].split("\n## ")[0]
+    assert "### Mask diversity" in section
+    assert "| moses | sma | 0 | 0.400 | 0.55 (0.98) | 0.56 | 0.93 (0.17) | 0.61 (0.00) | 1.00 | **collapsed** |" in section
+    assert "| moses | random | 1 | 0.970 | 0.97 (0.98) | 0.99 | 0.93 (0.17) | 0.00 (0.00) | 1.00 | fine |" in section
+    assert "| moses | none | 0 | n/a | n/a (no masks) |" in section
+    assert "**Masks collapsed: `sma` on moses** (seed 0 of 1; 61% of the samples get the same mask twice" in section
+    assert "a finding about the method at this run's scale and settings" in section
+    findings = md.split("## Findings")[1].split("\n## ")[0]
+    assert "**Masks collapsed: `sma` on moses** in 1 of 1 pretraining seeds" in findings
+    assert "`random` on moses**" not in findings
+    # the order-free reference: a sentence for the run at or above it, none for the one below it
+    assert "**moses / `random`: no more than a bag of its tokens** (seed 1 of 1: held-out ratio 0.970 ≥ 0.960" in section
+    assert "moses / `sma`: no more than a bag" not in section
+    # beside the mask figure
+    figs = md.split("### SMA masks")[1]
+    assert ("Mask diversity at the end of pretraining (held-out slice; \"Did pretraining learn?\"): seed 0: entropy 0.55 "
+            "(random 0.98), Jaccard 0.93 (0.17), identical pairs 0.61, collapsed.") in figs
+    cost = Path("reports/tables/compute_cost.csv").read_text().splitlines()
+    assert "mask_verdict" in cost[0] and any(",collapsed," in line for line in cost)
+    assert not re.search(r"\bnan\b", md, flags=re.IGNORECASE)

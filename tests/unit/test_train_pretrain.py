@@ -145,3 +145,28 @@ def test_real_method_resume_is_bit_identical(tmp_path: Path, kind: str):
     wa = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_meta_json_records_the_mask_diversity_of_the_final_weights(processed: Path, tmp_path: Path):
+    out = tmp_path / "ckpt" / "moses" / "random"
+    pretrain_cmd.run_pretrain(_job("moses", "random"), str(processed), str(out), seed=0, threads=1)
+    meta = json.loads((out / "meta.json").read_text())
+    div = meta["mask_diversity"]
+    assert div["unit"] == "token_value" and div["step"] == 6 and div["samples"] == meta["diagnostic"]["heldout_samples"]
+    assert div["verdict"] in ("fine", "collapsed") and div["thresholds"]["min_entropy_ratio"] == 0.8
+    for side in ("method", "random"):
+        d = div[side]
+        assert 0.0 <= d["jaccard"] <= 1.0 and 0.0 <= d["identical_share"] <= 1.0
+        assert d["mask_ratio"] == pytest.approx(div["method"]["mask_ratio"])   # the reference: same counts
+    assert div["entropy_ratio"] == pytest.approx(div["method"]["entropy"] / div["random"]["entropy"])
+    # the same record as the function gives on the saved weights (one code path for every method)
+    from pipeline_src.train.diversity import mask_diversity
+    from pipeline_src.train.pretrain import load_corpus, split_corpus
+
+    method, _ = load_pretrained(out / "model.pt")
+    held, _ = split_corpus(load_corpus(processed), _job("moses", "random"), 0)
+    again = mask_diversity(method, held, 24, 256, "cpu", step=6)
+    assert again == div
+    none_out = tmp_path / "ckpt" / "moses" / "none"
+    pretrain_cmd.run_pretrain(_job("moses", "none"), str(processed), str(none_out), seed=0)
+    assert json.loads((none_out / "meta.json").read_text())["mask_diversity"] is None
