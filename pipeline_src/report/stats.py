@@ -872,10 +872,13 @@ def findings_markdown(df: pd.DataFrame, *, figures_dir: str | Path | None = None
         present = {m for t in fam.values() for m in t.methods}
         candidates = [*ordered(present, order), *(m for m in (order or []) if m not in present)]
         for title, pairs in comparison_pairs(candidates, order, compare, names):
-            pairs = [(m, r) for m, r in pairs if r in present or (m, r) in compare]
             if not pairs:
                 continue
             lines += ["", f"**{title}**", ""]
+            refs = {r for _, r in pairs}
+            if len(refs) == 1 and not refs & present and not set(pairs) & set(compare):
+                lines.append(f"- skipped: no results for {display_name(refs.pop(), names)} in this protocol.")
+                continue
             for m, r in pairs:
                 absent = [x for x in (m, r) if x not in present]
                 head = f"{display_name(m, names)} vs {display_name(r, names)}"
