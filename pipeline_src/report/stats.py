@@ -556,7 +556,10 @@ def fmt_p(p: float) -> str:
 
 
 def _fmt_d(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{x:+.3f}".replace("-", "−")
+    """``+0.031`` / ``−0.012`` (a true minus); ``+0.000`` for what rounds to zero."""
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{(0.0 if abs(x) < 5e-4 else x):+.3f}".replace("-", "−")
 
 
 def _fmt_v(x: float, digits: int = 3) -> str:
@@ -702,7 +705,7 @@ def headline_markdown(frame: pd.DataFrame, tests: dict[tuple[str, str], TaskTest
         row = [cells.get((m, ds), "not run") for ds in datasets]
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in [labels[m], *row]) + " |")
     n = sorted({int(t.n) for (ds, p), t in tests.items() if ds in datasets and p == frame["protocol"].iloc[0]})
-    lines += ["", f"*n = {', '.join(map(str, n))} pretraining seeds per task (each the mean of its splits).*"]
+    lines += ["", f"*n = {', '.join(map(str, n))} pretraining seeds per task (a seed's splits averaged first).*"]
     return lines
 
 

@@ -266,3 +266,16 @@ def test_seed_means_of_unbalanced_units():
     assert list(m.index) == ["seed0", "seed1", "seed2"] and m["a"].tolist() == [1.5, 3, 5]
     assert m.attrs["splits_per_seed"] == {"seed0": 2, "seed1": 1, "seed2": 1} and not m.attrs["balanced"]
     assert D.splits_per_seed(scores) is None and D.unit_seed("x") == "x" and D.unit_split("x") == ""
+
+
+def test_report_config_keys_have_defaults_and_are_checked():
+    from pipeline_src.config import ConfigError, load_config, validate
+
+    cfg = load_config("config/config.yaml")
+    assert cfg["report"] == {"compare": [], "target_delta": D.TARGET_DELTA}
+    for bad in ({"compare": [["a", "b", "c"]]}, {"target_delta": {"rmse": -1.0}}, {"target_delta": {"mae": 0.1}}):
+        with pytest.raises(ConfigError, match=r"my\.yaml: report\.(compare|target_delta)"):
+            validate({**cfg, "report": bad}, "config.schema.yaml", "my.yaml")
+    ok = {**cfg, "report": {"compare": [["sma_r2", "sma"]], "target_delta": {"rmse": 0.1}}}
+    validate(ok, "config.schema.yaml", "my.yaml")
+    assert ok["report"]["target_delta"]["rmse"] == 0.1 and ok["report"]["target_delta"]["roc_auc"] == 0.01
