@@ -173,7 +173,9 @@ def variance_components(grid: pd.DataFrame) -> Components:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)          # a perfect fit: F = inf / nan
         tab = anova_lm(ols("d ~ C(seed) + C(split)", data=long).fit())
+    eps = (1e-12 * max(1.0, float(np.abs(grid.to_numpy(float)).max()))) ** 2   # rounding noise of the fit
     ms_s, ms_f, ms_e = (float(tab.loc[k, "mean_sq"]) for k in ("C(seed)", "C(split)", "Residual"))
+    ms_s, ms_f, ms_e = (0.0 if abs(x) <= eps else x for x in (ms_s, ms_f, ms_e))
     return Components(S, K, ms_s, ms_f, ms_e, max(0.0, (ms_s - ms_e) / K), max(0.0, (ms_f - ms_e) / S), ms_e)
 
 
@@ -271,6 +273,8 @@ def power_row(key: tuple[str, str], metric: str, scores: pd.DataFrame, method: s
         sd = float(np.std(d, ddof=1)) if len(d) > 1 else math.nan
         source, k = "sd of the seed means", splits_per_seed(scores)
     n = len(means)
+    if math.isfinite(sd) and sd <= 1e-12 * max(1.0, float(np.abs(means.to_numpy(float)).max())):
+        sd = 0.0                                  # identical differences on every seed, up to rounding
     need = seeds_needed(target_delta, sd, alpha, power)
     return {"dataset": key[0], "protocol": key[1], "metric": metric, "method": method, "reference": reference,
             "n_seeds": n, "splits_per_seed": k if k is not None else math.nan, "sd_seed_mean": sd,

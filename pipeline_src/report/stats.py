@@ -736,6 +736,8 @@ def _pct(x: float) -> str:
 
 def variance_markdown(frame: pd.DataFrame, names: Mapping[str, str] | None = None,
                       reference: str = MAE) -> list[str]:
+    if not (frame["reference"] == reference).any():
+        return [f"No task has {display_name(reference, names)} beside another method: nothing to separate."]
     sub = frame[(frame["reference"] == reference) & frame["var_residual"].notna()]
     if sub.empty:
         return ["Every task has one split per pretraining seed: the whole variance of a difference is between "
