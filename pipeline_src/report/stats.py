@@ -423,8 +423,8 @@ def compare_methods(df: pd.DataFrame, references: Iterable[str] | None = (MAE, N
 def significantly_best(df: pd.DataFrame, tests: dict[tuple[str, str], TaskTests] | None = None
                        ) -> dict[tuple[str, str], set[str]]:
     """(dataset, protocol) -> the methods to bold: the best mean (metric direction) plus every method
-    whose Tukey interval against it contains 0; empty when Tukey could not run or the best is not
-    significantly better than any other method."""
+    whose design-aware Tukey interval (on the pretraining seeds' means) against it contains 0; empty
+    when Tukey could not run or the best is not significantly better than any other method."""
     tests = all_task_tests(df) if tests is None else tests
     out: dict[tuple[str, str], set[str]] = {}
     for key, t in tests.items():
