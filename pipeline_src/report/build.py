@@ -44,8 +44,9 @@ HOW_TO_READ = """\
 - **Direction**: ↑ higher is better (ROC-AUC, accuracy, Spearman), ↓ lower is better (RMSE: ESOL in
   log mol/L, FreeSolv in kcal/mol, Lipophilicity in log D).
 - **Bold** marks what is *significantly* best within a protocol and split kind: the best mean, and every
-  method whose Tukey HSD interval against it contains 0 — bolded only when the best is significantly
-  better than at least one other method (Findings names the tests). No bold = no significant winner.
+  method whose Tukey HSD interval against it contains 0 — the design-aware test, on the pretraining
+  seeds' means (a seed's folds averaged first) — bolded only when the best is significantly better
+  than at least one other method (Findings names the tests). No bold = no significant winner.
   Reported rows are never bolded.
 - **Protocols**: `finetune` = encoder + head trained end to end, model selected on the validation
   split (SMA protocol); `linear` = frozen encoder, pooled features, a linear model chosen on the
@@ -127,8 +128,8 @@ def _primary_kinds(results: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def _statistics(results: pd.DataFrame) -> tuple[dict[str, dict], dict[tuple[str, str], str]]:
-    """Per split kind, the per-task tests of :mod:`.stats` (their families: (dataset, protocol));
-    and each (dataset, protocol)'s primary split kind."""
+    """Per split kind, the per-task tests of :mod:`.stats` (their families: (dataset, protocol); the
+    design-aware tests on the pretraining seeds' means); and each (dataset, protocol)'s primary split kind."""
     from .stats import all_task_tests
 
     out: dict[str, dict] = {}
@@ -235,20 +236,38 @@ def comparability_notes(cfg: dict[str, Any]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def display_names(metas: dict[tuple[str, str, int], dict]) -> dict[str, str]:
+    """method -> the ``display_name`` its checkpoints' ``meta.json`` record (the method class's
+    attribute); methods without one are shown by their config name (:func:`.stats.display_name`)."""
+    out: dict[str, str] = {}
+    for (_, method, _), meta in metas.items():
+        name = meta.get("display_name")
+        if isinstance(name, str) and name.strip() and method not in out:
+            out[method] = name.strip()
+    return out
+
+
 def _findings(results: pd.DataFrame, tests_by_kind: dict[str, dict], primary: dict[tuple[str, str], str],
-              figures_dir: Path, out_md: Path, tables_dir: Path) -> list[str]:
-    """The findings section: every task and protocol on its primary split kind (the one with most units)."""
+              figures_dir: Path, out_md: Path, tables_dir: Path, *, names: dict[str, str] | None = None,
+              order: list[str] | None = None, report_cfg: dict[str, Any] | None = None) -> list[str]:
+    """The findings section: every task and protocol on its primary split kind (the one with most units);
+    ``comparisons.csv`` (every ordered pair, design-aware rows and the fold-unit rows conditional on the
+    checkpoints), ``headline.csv``, ``variance_components.csv`` and ``power.csv``. ``report_cfg``: the
+    config's ``report`` section (``compare``, ``target_delta``)."""
     from .stats import compare_methods, findings_markdown
 
     if results.empty:
         return ["## Findings", "", "No results yet: nothing to compare."]
+    rc = report_cfg or {}
     want = [primary.get((ds, p)) for ds, p in results[["dataset", "protocol"]].itertuples(index=False, name=None)]
     keep = results["split_kind"].to_numpy() == np.asarray(want, dtype=object)
     df = results.loc[keep, ["dataset", "method", "protocol", "unit", "test", "metric"]].reset_index(drop=True)
     tests = {key: t for kind, fam in tests_by_kind.items() for key, t in fam.items() if primary.get(key) == kind}
     comp = compare_methods(df, references=None, tests=tests)
     write_bytes_atomic(tables_dir / "comparisons.csv", comp.to_csv(index=False).encode("utf-8"))
-    lines = findings_markdown(df, figures_dir=figures_dir, out_md=out_md, metric_units=METRIC_UNITS, tests=tests)
+    lines = findings_markdown(df, figures_dir=figures_dir, out_md=out_md, metric_units=METRIC_UNITS, tests=tests,
+                              names=names, order=order, compare=rc.get("compare") or (),
+                              target_delta=rc.get("target_delta"), tables_dir=tables_dir)
     kinds = ", ".join(f"{ds} {p}: {k}" for (ds, p), k in primary.items() if p != "classical")
     lines[2:2] = [f"Split kind each task's statements use, per protocol (the one with the most units): {kinds}. Every pairwise "
                   f"comparison: [comparisons.csv]({_link(tables_dir / 'comparisons.csv', out_md)}).", ""]
@@ -751,6 +770,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     src = CellSource(agg, present, keys, logs_root, config_datasets, _applicable(registry))
     methods = list(cfg.get("methods_run", []))
     notes = _method_notes(metas)
+    names = display_names(metas)
 
     tables: list[Table] = []
     covered: set[str] = set()
@@ -759,6 +779,8 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         if ref is None:
             continue
         datasets = list(ref["datasets"])
+        if not set(datasets) & (config_datasets | set(agg.get("dataset", pd.Series(dtype=str)))):
+            continue  # a domain this run did not include: no grid of "not run"
         covered |= set(datasets)
         metrics = _metrics(datasets, registry, agg)
         protocols = ("linear",) if ref.get("protocol") == "linear" else None
@@ -770,13 +792,13 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
             kinds = list(dict.fromkeys([*kinds, *src.split_kinds(datasets)])) or [str(ref.get("split", "scaffold"))]
             for kind in kinds:
                 t = build_table(f"moleculenet_{kind}", f"{ref['title']} — our split: {kind}", datasets, metrics, kind,
-                                src, methods, notes, ref, protocols, pairs, best=best_of(kind))
+                                src, methods, notes, ref, protocols, pairs, best=best_of(kind), names=names)
                 if kind != ref.get("split", kind):
                     t.notes.append(f"The reported rows use the {ref.get('split')} split; ours here use {kind}.")
                 tables.append(t)
         else:
             tables.append(build_table(name, ref["title"], datasets, metrics, "fixed", src, methods, notes, ref,
-                                      protocols, pairs, best=best_of("fixed")))
+                                      protocols, pairs, best=best_of("fixed"), names=names))
     other = [ds for ds in dict.fromkeys([*sorted(config_datasets), *agg.get("dataset", pd.Series(dtype=str)).tolist()])
              if ds not in covered]
     if other:
@@ -785,7 +807,7 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
         for kind in list(dict.fromkeys([*kinds, *src.split_kinds(other)])) or ["fixed"]:
             tables.append(build_table(f"other_{kind}", f"Other tasks (no paper table), split {kind}", other, metrics,
                                       kind, src, methods, notes, None, None, _default_pairs(cfg, registry, other),
-                                      best=best_of(kind)))
+                                      best=best_of(kind), names=names))
 
     tables_p.mkdir(parents=True, exist_ok=True)
     for t in tables:
@@ -848,7 +870,8 @@ def build_report(config_path: str, results_root: str = "data/results", out_md: s
     wall = total_wall_time(benchmarks_root)
 
     md = _header(cfg, config_path, wall, wall_time_s, metas, n_extra, status)
-    findings = _findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p)
+    findings = _findings(results, tests_by_kind, primary, figures_p, out_md_p, tables_p, names=names, order=methods,
+                          report_cfg=cfg.get("report"))
     findings[2:2] = comparability_notes(cfg) + findings_caveats(results)   # under the heading
     md += ["", *findings]
     md += _collapse_summary(costs)

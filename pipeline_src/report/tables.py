@@ -1,7 +1,8 @@
 """Report tables: our aggregated cells beside the papers' reported numbers.
 
 A table has one column per dataset and two kinds of rows: ours (one per (method, protocol), with
-``mean ± std (n)`` cells, the best per column in bold, gaps explained) and "reported" (copied
+``mean ± std (n)`` cells, the significantly best per column in bold — by the design-aware test,
+the pretraining seed as the unit (:mod:`.stats`) — gaps explained) and "reported" (copied
 from ``config/reference_results.yaml``, never mixed into our statistics).
 """
 from __future__ import annotations
@@ -151,7 +152,8 @@ def _row_order(pairs: list[tuple[str, str]], method_order: list[str]) -> list[tu
 
 def mark_best(table: Table, best: dict[tuple[str, str], set[str]] | None = None) -> None:
     """Bold what is significantly best. With ``best`` ((dataset, protocol) -> methods, from
-    :func:`.stats.significantly_best` on this table's split kind): those methods' cells, per protocol.
+    :func:`.stats.significantly_best` on this table's split kind, Tukey HSD on the seed means):
+    those methods' cells, per protocol.
     Without it (no statistics available) nothing is bolded."""
     if best is None:
         return
@@ -165,14 +167,15 @@ def mark_best(table: Table, best: dict[tuple[str, str], set[str]] | None = None)
 
 
 def our_rows(src: CellSource, datasets: list[str], split_kind: str, pairs: list[tuple[str, str]],
-             notes: dict[str, str]) -> list[Row]:
+             notes: dict[str, str], names: dict[str, str] | None = None) -> list[Row]:
+    """One row per (method, protocol); labels from ``names`` (method -> display name, from meta.json)."""
     from .stats import display_name  # stats imports this module's labels
 
     rows = []
     for method, protocol in pairs:
         note = "domain-specific baseline" if protocol == "classical" else notes.get(method, "")
         cells = {ds: src.cell(ds, method, protocol, split_kind) for ds in datasets}
-        rows.append(Row(display_name(method), "ours", method, protocol, note, cells))
+        rows.append(Row(display_name(method, names), "ours", method, protocol, note, cells))
     return rows
 
 
@@ -190,13 +193,14 @@ def reported_rows(ref: dict[str, Any], datasets: list[str]) -> list[Row]:
 def build_table(key: str, title: str, datasets: list[str], metrics: dict[str, str], split_kind: str,
                 src: CellSource, method_order: list[str], notes: dict[str, str], ref: dict[str, Any] | None,
                 protocols: tuple[str, ...] | None = None, default_pairs: list[tuple[str, str]] = (),
-                best: dict[tuple[str, str], set[str]] | None = None) -> Table:
+                best: dict[tuple[str, str], set[str]] | None = None, names: dict[str, str] | None = None) -> Table:
     """One table: our rows (``default_pairs`` and any pair planned or present for these datasets,
-    restricted to ``protocols``), then the reported rows of ``ref``."""
+    restricted to ``protocols``), then the reported rows of ``ref``. ``best``: what to bold, from
+    :func:`.stats.significantly_best` (the design-aware Tukey HSD); ``names``: display names."""
     pairs = [*default_pairs, *src.planned_rows(datasets, split_kind)]
     if protocols is not None:
         pairs = [mp for mp in pairs if mp[1] in protocols]
-    rows = our_rows(src, datasets, split_kind, _row_order(pairs, method_order), notes)
+    rows = our_rows(src, datasets, split_kind, _row_order(pairs, method_order), notes, names)
     table = Table(key, title, datasets, metrics, split_kind, rows)
     mark_best(table, best)
     if ref is not None:

@@ -3,6 +3,7 @@ numeric corpora; the report step reads files only (no torch, no model code)."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import subprocess
@@ -43,6 +44,9 @@ def workdir(tmp_path: Path, monkeypatch) -> Path:
     spec = InputSpec("discrete", max_len=MODEL["max_len"])
     write_model(Path("data/checkpoints/moses/sma/seed0/model.pt"), "sma", spec, MODEL, {"mask_ratio": 0.3})
     write_model(Path("data/checkpoints/moses/span/seed0/model.pt"), "span", spec, MODEL, {"mask_ratio": 0.3})
+    for method, name in (("sma", "SMA"), ("span", "span masking")):   # the method class's display_name
+        meta = Path(f"data/checkpoints/moses/{method}/seed0/meta.json")
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "display_name": name}))
     write_log(Path("data/checkpoints/moses/sma/seed0/log.jsonl"), 20)
     write_log(Path("data/checkpoints/moses/random/seed0/log.jsonl"), 20, start=4.0)
     write_masks("data/checkpoints/moses/sma/seed0/model.pt", write_smiles_corpus(Path("data/processed/moses")),
@@ -75,17 +79,25 @@ def test_build_report_end_to_end(workdir: Path):
     md = Path("reports/all.md").read_text()
     headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
     assert headings[0] == "Findings"  # the report opens with the findings
-    for h in ("TAPE (SMA Table 1)", "MoleculeNet (SMA Table 2)", "our split: scaffold", "our split: scaffold_balanced",
-              "HIGGS (SMA Table 3b)", "Linear evaluation (MetaMAE", "Compute cost of pretraining", "How to read",
-              "Figures", "Did pretraining learn?", "Fold sizes"):
+    for h in ("MoleculeNet (SMA Table 2)", "our split: scaffold", "our split: scaffold_balanced",
+              "Compute cost of pretraining", "How to read", "Figures", "Did pretraining learn?", "Fold sizes"):
         assert any(h in x for x in headings), h
+    # paper tables of domains this run does not include are left out (no grid of "not run")
+    for h in ("TAPE (SMA Table 1)", "HIGGS (SMA Table 3b)", "Linear evaluation (MetaMAE"):
+        assert not any(h in x for x in headings), h
+    # the headline tables open the findings, before the per-task prose
+    assert md.index("### Headline") < md.index("### Protocol `linear`") < md.index("## How to read")
     # header
     assert "`run.yaml`" in md and "settings hash" in md and "MOSES" in md and "10 samples" in md
     assert "42 s" in md and "summed over 1 Snakemake jobs" in md and "at most 100" in md
     assert "torch " in md and "python " in md and "GPU:" in md
     assert "16 planned, 9 with a result, 1 failed (log present), 6 not run" in md
     # findings: SMA vs MAE (random) on bbbp, 3 paired units, named test
-    assert re.search(r"bbbp: better \(Δ = \+0\.050, 95 % CI \[[^]]+\], n = 3; ", md), md
+    assert re.search(r"bbbp: better \(Δ = \+0\.050, 95 % CI \[[^]]+\], n = 3 pretraining seeds \(one split each\); ", md), md
+    # display names from meta.json; MAE and no pretraining without a checkpoint's meta.json by their fixed labels
+    assert "- SMA vs MAE (random):" in md and "- span masking vs MAE (random): skipped, no results" in md
+    # every method against no pretraining too: this run has no result for it, one line says so
+    assert "**Every method against no pretraining**\n\n- skipped: no results for no pretraining in this protocol." in md
     # cells: aggregated, significantly best in bold, failed, not run, reported; never NaN or empty
     assert "**0.740 ± 0.030 (n=3)**" in md and "0.690 ± 0.026 (n=3)" in md
     assert "**0.690" not in md
@@ -108,8 +120,8 @@ def test_build_report_end_to_end(workdir: Path):
     assert str(workdir) not in md and "/tmp/" not in md
     # CSV copies
     tables = sorted(p.name for p in Path("reports/tables").glob("*.csv"))
-    assert tables == sorted(["tape.csv", "moleculenet_scaffold.csv", "moleculenet_scaffold_balanced.csv", "higgs.csv",
-                             "linear.csv", "compute_cost.csv", "comparisons.csv"])
+    assert tables == sorted(["moleculenet_scaffold.csv", "moleculenet_scaffold_balanced.csv", "compute_cost.csv",
+                             "comparisons.csv", "headline.csv", "variance_components.csv", "power.csv"])
     cost = Path("reports/tables/compute_cost.csv").read_text()
     assert "moses,sma,0,20,12.5,3.5,1234.0,50.0,300.0,1.25,2.5,0.5,1.0,0.4" in cost
     # figures exist and are linked relative to the report
@@ -121,6 +133,66 @@ def test_build_report_end_to_end(workdir: Path):
     m = re.search(r"sample 0  input : (\S+)\n\s+draw 1: (\S+)\n\s+draw 2: (\S+)", md)
     assert m and m.group(1) == "CCO" and len(m.group(2)) == 3 and "_" in m.group(2)
     assert not list(Path("reports").rglob(".*tmp*"))
+
+
+CV_EXPECTED = [f"data/results/bbbp/{m}/linear/scaffold_cv_r0_f{f}/seed{k}.json"
+               for m in ("sma", "random", "span") for k in range(3) for f in range(5)]
+
+
+def test_report_verdicts_rest_on_seeds_and_the_headline_matches_comparisons(workdir: Path):
+    """Five folds per pretraining seed with a checkpoint effect: the fold-unit Tukey HSD calls SMA
+    better, the seeds do not support it; the report's verdict, statement and bold follow the seeds,
+    comparisons.csv keeps the fold rows without a verdict, and the headline table is comparisons.csv's."""
+    h = settings_hash_for(workdir / "run.yaml", "bbbp", "linear")
+    rng = np.random.default_rng(4)
+    fold = rng.normal(0, 0.05, 5)
+    offset = {"random": [0.0, 0.0, 0.0], "sma": [0.03, -0.01, 0.02], "span": [0.0, 0.01, -0.01]}
+    for m, off in offset.items():
+        for k in range(3):
+            for f in range(5):
+                write_result(Path("data/results"), "bbbp", m, "linear", f"scaffold_cv_r0_f{f}", k,
+                             0.7 + fold[f] + off[k] + rng.normal(0, 0.001), "roc_auc", h)
+    build_report("run.yaml", expected=_expected() + CV_EXPECTED, reference_path=str(REFERENCE), mask_figures=False)
+    md = Path("reports/all.md").read_text()
+    comp = list(csv.DictReader(open("reports/tables/comparisons.csv")))
+    bbbp = [r for r in comp if r["dataset"] == "bbbp" and r["protocol"] == "linear"]
+    assert {r["unit"] for r in bbbp} == {"pretraining seed", "fold (conditional on these checkpoints)"}
+    for r in comp:                                      # a verdict never rests on fold units
+        if r["verdict"]:
+            assert r["unit"] == "pretraining seed" and r["n"] == r["n_seeds"]
+        else:
+            assert r["unit"].startswith("fold")
+    seed = {(r["method"], r["reference"]): r for r in bbbp if r["unit"] == "pretraining seed"}
+    fold_rows = {(r["method"], r["reference"]): r for r in bbbp if r["unit"].startswith("fold")}
+    assert fold_rows[("sma", "random")]["tukey_reject"] == "True" and fold_rows[("sma", "random")]["n"] == "15"
+    assert seed[("sma", "random")]["verdict"] == "no significant difference" and seed[("sma", "random")]["n"] == "3"
+    assert re.search(r"  - bbbp: no significant difference \(Δ = [^)]*n = 3 pretraining seeds, each the mean of its "
+                     r"5 splits; Tukey HSD over 3 methods on the seed means", md)
+    assert "n = 15" not in md.split("## How to read")[0]
+    # the headline table: the design-aware rows of comparisons.csv, in the CSV and in the text
+    head = list(csv.DictReader(open("reports/tables/headline.csv")))
+    assert head and {r["reference"] for r in head} == {"random"}   # no "none" results in this run
+    for r in head:
+        c = seed[(r["method"], r["reference"])] if r["dataset"] == "bbbp" else next(
+            x for x in comp if (x["dataset"], x["method"], x["reference"], x["unit"]) ==
+            (r["dataset"], r["method"], r["reference"], "pretraining seed"))
+        assert float(r["delta"]) == pytest.approx(float(c["delta"]))
+        assert (r["low"], r["high"], r["verdict"]) == (c["verdict_low"], c["verdict_high"], c["verdict"])
+        assert r["cell"] in md
+    table = md.split("**Protocol `linear`, against MAE (random)**")[1].split("\n\n")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| SMA |"))
+    want = next(r["cell"] for r in head if r["method"] == "sma" and r["dataset"] == "bbbp")
+    assert want in row and "▲" not in want
+    # where the variance lives, how many seeds a claim needs
+    var = [r for r in csv.DictReader(open("reports/tables/variance_components.csv")) if r["dataset"] == "bbbp"]
+    v = next(r for r in var if r["method"] == "sma" and r["reference"] == "random")
+    assert (v["n_seeds"], v["n_splits"]) == ("3", "5") and float(v["share_seed"]) > 0.9
+    assert float(v["design_effect"]) > 4
+    pw = next(r for r in csv.DictReader(open("reports/tables/power.csv"))
+              if (r["dataset"], r["method"], r["reference"]) == ("bbbp", "sma", "random"))
+    assert pw["sd_source"] == "variance components" and float(pw["mdd_10_seeds"]) < float(pw["mdd_run_seeds"])
+    assert "### Where the variance lives" in md and "### How many seeds a claim needs" in md
+    assert "| linear | bbbp | SMA | 3 × 5 |" in md
 
 
 def test_report_refuses_stale_results(workdir: Path):

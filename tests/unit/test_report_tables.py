@@ -118,3 +118,14 @@ def test_csv_has_numbers_std_and_n(tmp_path: Path, results: Path):
     rep = next(r for r in rows if r["label"] == "Other")
     assert rep["source"] == "reported" and float(rep["bbbp"]) == 0.5 and rep["esol"] == ""
     assert rep["esol_status"] == "not reported"
+
+
+def test_row_labels_come_from_the_display_names_given(tmp_path: Path, results: Path):
+    """Labels from the checkpoints' display names; a method without one keeps its config name, the
+    reference rows their fixed labels."""
+    src = _source(tmp_path, None)
+    t = build_table("mn", "t", ["bbbp", "esol"], METRICS, "scaffold", src, ["random", "sma", "mine"], {}, None,
+                    None, [("mine", "linear"), ("none", "linear")], names={"sma": "Self-guided masks"})
+    labels = {r.method: r.label for r in t.rows}
+    assert labels == {"random": "MAE (random)", "sma": "Self-guided masks", "mine": "mine", "none": "no pretraining",
+                      "rf_morgan": "RF on Morgan FP"}

@@ -1,5 +1,7 @@
 """Paired significance tests: each routine against a case with a known answer, verdicts on
-synthetic data, unit pairing, bolding, and the findings section."""
+synthetic data, unit pairing, bolding, and the findings section. Here every unit is its own
+pretraining seed (one split per seed, as on a fixed split), so seed means are the units; the
+repeated-fold design is in test_stats_design.py."""
 from __future__ import annotations
 
 import math
@@ -19,9 +21,10 @@ SLEEP_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
 
 def frame(scores: dict[str, list[float]], dataset: str = "bbbp", metric: str = "roc_auc",
           protocol: str = "linear", units: list[str] | None = None) -> pd.DataFrame:
-    """Tidy results: one row per (method, unit); ``scores[method][i]`` is unit i's score."""
+    """Tidy results: one row per (method, unit); ``scores[method][i]`` is unit i's score; by default
+    unit i is pretraining seed i on the one fixed split."""
     n = len(next(iter(scores.values())))
-    units = units or [f"seed{i // 5}/scaffold_cv_r0_f{i % 5}" for i in range(n)]
+    units = units or [f"seed{i:02d}/scaffold" for i in range(n)]
     return pd.DataFrame([(dataset, m, protocol, u, float(v), metric)
                          for m, vals in scores.items() for u, v in zip(units, vals)], columns=S.COLUMNS)
 
@@ -277,39 +280,86 @@ def test_significantly_best():
 # --- findings -----------------------------------------------------------------------------------
 
 
-def test_findings_markdown(tmp_path: Path):
+NAMES = {"random": "MAE (random)", "sma": "SMA", "r2mae": "R2MAE", "metamae": "MetaMAE", "mine": "My masking"}
+
+
+def _findings_frame() -> pd.DataFrame:
     rng = np.random.default_rng(1)
     parts = []
     for ds, metric in (("bbbp", "roc_auc"), ("esol", "rmse"), ("higgs", "accuracy")):
         sign = -1.0 if metric == "rmse" else 1.0
         unit = rng.normal(0, 0.1, 15)
         scores = {m: list(0.7 + unit + sign * shift + rng.normal(0, 0.01, 15))
-                  for m, shift in (("none", -0.05), ("random", 0.0), ("sma", 0.05), ("r2mae", 0.0))}
+                  for m, shift in (("none", -0.05), ("random", 0.0), ("sma", 0.05), ("r2mae", 0.0), ("mine", 0.05))}
         parts.append(frame(scores, dataset=ds, metric=metric))
-    df = pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_findings_markdown(tmp_path: Path):
+    df = _findings_frame()
     out_md = tmp_path / "reports" / "all.md"
     lines = S.findings_markdown(df, figures_dir=tmp_path / "reports" / "figures", out_md=out_md,
-                                metric_units={"esol": "log mol/L"})
+                                metric_units={"esol": "log mol/L"}, names=NAMES,
+                                order=["none", "random", "sma", "r2mae", "metamae", "mine"],
+                                compare=[["mine", "sma"], ["sma", "random"]], tables_dir=tmp_path / "reports" / "tables")
     text = "\n".join(lines)
     assert lines[0] == "## Findings"
+    # the headline tables come before the per-task prose
+    assert text.index("### Headline") < text.index("### Protocol `linear`") < text.index("### Where the variance")
     sma = text.split("- SMA vs MAE (random):")[1].split("\n- ")[0]
-    assert "  - bbbp: better (Δ = +0.0" in sma and "n = 15; Tukey HSD over 4 methods" in sma
+    assert "  - bbbp: better (Δ = +0.0" in sma and "n = 15 pretraining seeds (one split each); Tukey HSD over 5 " \
+        "methods on the seed means" in sma
     assert "  - esol: better (Δ = −0.0" in sma and "log mol/L" in sma
-    assert "overall: " in sma and "Friedman χ²(3)" in sma and "N = 3 tasks" in sma
-    assert "- R2MAE vs MAE (random):" in text and "- R2MAE vs no pretraining:" in text
+    assert "overall: " in sma and "Friedman χ²(4)" in sma and "N = 3 tasks" in sma
+    # every method against MAE and against no pretraining, by the names given; a method of the
+    # config without results is named as skipped
+    for m in ("SMA", "R2MAE", "My masking", "no pretraining"):
+        assert f"- {m} vs MAE (random):" in text
+    for m in ("SMA", "R2MAE", "My masking", "MAE (random)"):
+        assert f"- {m} vs no pretraining:" in text
     assert "- MetaMAE vs MAE (random): skipped, no results for MetaMAE" in text
-    assert "- SMA+R2MAE vs SMA: skipped, no results for SMA+R2MAE" in text
-    # every verdict line names its n and its test
+    # the configured pair, once; a pair already asked is not repeated
+    assert "**Configured comparisons (report.compare)**" in text and "- My masking vs SMA:" in text
+    assert text.count("- SMA vs MAE (random):") == 1
+    # every verdict line names its n, its unit and its test
     for line in lines:
         if line.startswith("  - ") and not line.startswith("  - overall") and "skipped" not in line:
-            assert "n = 15" in line and "Tukey HSD" in line and "Wilcoxon signed-rank" in line
+            assert "n = 15 pretraining seeds" in line and "Tukey HSD" in line and "Wilcoxon signed-rank" in line
     assert "![Critical-difference diagram, protocol linear](figures/cd_linear.png)" in text
     assert (tmp_path / "reports" / "figures" / "cd_linear.png").is_file()
+    for name in ("headline.csv", "variance_components.csv", "power.csv"):
+        assert (tmp_path / "reports" / "tables" / name).is_file() and f"({'tables/' + name})" in text
 
 
-def test_display_names_cover_methods_and_baselines():
+def test_headline_table_every_method_and_both_references():
+    df = _findings_frame()
+    tests = S.all_task_tests(df)
+    h = S.headline_frame(tests, "random", "linear", order=["none", "random", "sma", "r2mae", "mine"])
+    assert list(dict.fromkeys(h["method"])) == ["none", "sma", "r2mae", "mine"]
+    assert set(h["dataset"]) == {"bbbp", "esol", "higgs"}
+    row = h[(h["method"] == "sma") & (h["dataset"] == "esol")].iloc[0]
+    assert row["verdict"] == S.BETTER and row["cell"].endswith(" ▲") and row["delta"] < 0
+    md = "\n".join(S.headline_markdown(h, tests, NAMES))
+    assert "| My masking |" in md and "esol (RMSE ↓)" in md and "▼" in md          # none is worse than MAE
+    assert md.splitlines()[0].startswith("| method | bbbp (ROC-AUC ↑)")
+    none = S.headline_frame(tests, "none", "linear")
+    assert set(none["method"]) == {"random", "sma", "r2mae", "mine"}
+    assert (none["verdict"] == S.BETTER).all()
+
+
+def test_display_names_come_from_the_mapping_never_from_built_in_names():
     from pipeline_src.evaluate.baselines import BASELINES
 
-    for m in ("none", "random", "sma", "r2mae", "metamae", "sma_r2", "span", *BASELINES):
-        assert m in S.DISPLAY_NAMES
+    assert not hasattr(S, "QUESTIONS") and not hasattr(S, "QUESTION_METHODS") and not hasattr(S, "DISPLAY_NAMES")
+    for m in ("none", *BASELINES):                      # rows with no checkpoint have fixed labels
+        assert m in S.FIXED_LABELS
     assert S.display_name("rf_morgan") == "RF on Morgan FP" and S.display_name("other") == "other"
+    assert S.display_name("sma") == "sma" and S.display_name("sma", {"sma": "SMA"}) == "SMA"
+    assert S.display_name("random") == "MAE (random)"          # the reference, without meta.json
+    assert S.unique_labels(["a", "b"], {"a": "X", "b": "X"}) == {"a": "X (a)", "b": "X (b)"}
+    # the report modules name no built-in pretraining method
+    root = Path(S.__file__).parent
+    for f in ("stats.py", "design.py", "tables.py", "build.py"):
+        src = (root / f).read_text()
+        for m in ("sma", "r2mae", "metamae", "sma_r2", "span"):
+            assert f'"{m}"' not in src and f"'{m}'" not in src, (f, m)
