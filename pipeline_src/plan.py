@@ -18,6 +18,13 @@ from .paths import ResultKey, checkpoint_path, masks_path, meta_path, split_kind
 BASELINE_KINDS: dict[str, str] = {"rf_morgan": "smiles", "gbm": "numeric", "aac_linear": "protein"}
 PROTOCOLS = ("linear", "finetune", "classical")
 
+# a method -> the note the report's Findings carry whenever it runs (how it differs from its paper)
+METHOD_NOTES: dict[str, str] = {
+    "metamae": ("MetaMAE is held against its paper and released code point by point in docs/metamae_vs_paper.md; "
+                     "the differences listed there hold for every MetaMAE number here (the released code decays every "
+                     "parameter, keeps its learning rate constant, has a class token and a tied output head, and syncs "
+                     "BatchNorm across GPUs; the paper's linear protocol trains its classifier with Adam)."),
+}
 
 def baselines_for(input_kind: str) -> list[str]:
     return [name for name, kind in BASELINE_KINDS.items() if kind == input_kind]

@@ -19,7 +19,7 @@ import yaml
 
 from ..config import ConfigError, config_hash, load_config, load_registry
 from ..paths import log_path, masks_path, meta_path
-from ..plan import baselines_for, eval_settings_hash, planned_results
+from ..plan import METHOD_NOTES, baselines_for, eval_settings_hash, planned_results
 from ..atomic import write_bytes_atomic
 from ..plan import pretrain_seeds
 from ..spec import TrainSpec, resolve_pretrain
@@ -228,11 +228,7 @@ def comparability_notes(cfg: dict[str, Any]) -> list[str]:
         lines.append(f"**Settings differ between methods** in {dom}: {'; '.join(parts)}; "
                      f"{', '.join(base_ms)} with {base_model}, {base_recipe}. A verdict between methods of different "
                      "settings compares each method together with its settings, not the method alone.")
-    if "metamae" in cfg.get("methods_run", []):
-        lines.append("MetaMAE is held against its paper and released code point by point in docs/metamae_vs_paper.md; "
-                     "the differences listed there hold for every MetaMAE number here (the released code decays every "
-                     "parameter, keeps its learning rate constant, has a class token and a tied output head, and syncs "
-                     "BatchNorm across GPUs; the paper's linear protocol trains its classifier with Adam).")
+    lines += [METHOD_NOTES[m] for m in cfg.get("methods_run", []) if m in METHOD_NOTES]
     return [*lines, ""] if lines else []
 
 

@@ -261,8 +261,10 @@ REPORT_ONLY = """
 import sys
 from pipeline_src.report.build import build_report
 build_report("run.yaml", reference_path=sys.argv[1], wall_time_s=1.0)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith(
-    ("pipeline_src.train", "pipeline_src.methods", "pipeline_src.models", "pipeline_src.evaluate", "pipeline_src.data")))
+# the method registry (entry-point names, no method class) is read when settings are resolved
+light = {"pipeline_src.methods", "pipeline_src.methods.registry"}
+heavy = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or (m not in light and m.startswith(
+    ("pipeline_src.train", "pipeline_src.methods", "pipeline_src.models", "pipeline_src.evaluate", "pipeline_src.data"))))
 print("HEAVY", heavy)
 """
 

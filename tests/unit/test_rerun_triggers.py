@@ -62,6 +62,7 @@ def _set(cfg: dict, path: tuple) -> bool:
 # key pattern -> which jobs read it: fn(job, path, cfg, registry) -> bool. First match wins.
 READERS: list[tuple[str, object]] = [
     ("registry", None), ("data.*", None), ("resources.*", None),
+    ("report.*", None), ("report.target_delta.*", None),   # read by the report only (it reruns on any config change)
     ("methods_run", PLAN), ("seeds", PLAN), ("pretrain_seeds", PLAN), ("scaffold_cv.repeats", PLAN),
     ("domains.*.corpus", PLAN), ("domains.*.tasks", PLAN), ("domains.*.splits", PLAN), ("domains.*.task_splits.*", PLAN),
     ("evaluate.protocols", PLAN), ("evaluate.baselines", PLAN), ("evaluate.finetune.tasks", PLAN),
