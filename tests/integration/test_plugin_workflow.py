@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline_src.config import deep_merge
-from tests.plugin_files import install_example
+from plugin_files import install_example
 
 from .conftest import copy_workflow
 

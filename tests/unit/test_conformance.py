@@ -10,7 +10,7 @@ import torch
 
 from pipeline_src.methods import BUILTIN, MaskedAutoencoder
 from pipeline_src.methods.conformance import CHECKS, check_class, check_method, format_table
-from tests.plugin_files import write_plugin
+from plugin_files import write_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +104,7 @@ def test_the_command_exits_non_zero_naming_the_check(tmp_path):
 
 
 def test_the_example_package_passes(tmp_path):
-    from tests.plugin_files import install_example
+    from plugin_files import install_example
 
     site = install_example(tmp_path / "site")
     env = {**__import__("os").environ, "PYTHONPATH": f"{site}:{ROOT}"}

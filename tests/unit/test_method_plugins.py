@@ -16,7 +16,7 @@ from pipeline_src.methods.registry import (BUILTIN, MethodLoadError, available_m
                                            method_code, outside_code)
 from pipeline_src.plan import check, load_methods, mask_methods, planned_masks
 from pipeline_src.spec import resolve_pretrain
-from tests.plugin_files import install_example, write_plugin
+from plugin_files import install_example, write_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = '''
