@@ -74,10 +74,10 @@ def test_specs_hold_settings_seeds_and_results(at_root, tmp_path):
     spec = json.loads((tmp_path / "pretrain/higgs/sma.json").read_text())
     assert spec["seeds"] == cfg["pretrain_seeds"]
     assert spec["settings"]["method_cfg"]["mask_ratio"] == cfg["domains"]["physics"]["methods"]["sma"]["mask_ratio"]
-    ev = json.loads((tmp_path / "evaluate/bbbp/sma.json").read_text())
-    assert set(ev["settings"]) == {"linear", "finetune"}           # bbbp is a finetune task of the default
-    assert ev["results"] == targets(cfg, registry, dataset="bbbp", method="sma")
-    assert set(json.loads((tmp_path / "evaluate/esol/sma.json").read_text())["settings"]) == {"linear"}
+    ev = json.loads((tmp_path / "evaluate/higgs/sma.json").read_text())
+    assert set(ev["settings"]) == {"linear", "finetune"}           # higgs is the finetune task of the default
+    assert ev["results"] == targets(cfg, registry, dataset="higgs", method="sma")
+    assert set(json.loads((tmp_path / "evaluate/bbbp/sma.json").read_text())["settings"]) == {"linear"}
     # a setting of one domain changes that domain's specs only
     cfg2 = yaml.safe_load(yaml.safe_dump(cfg))
     cfg2["domains"]["physics"]["pretrain"]["steps"] += 1
