@@ -41,6 +41,10 @@ LOCAL_RUN_TIMEOUT_S = 480
 VOLATILE = {"wall_time_s", "host", "checkpoint_sha256"}
 LOG_VOLATILE = {"tokens_per_s", "elapsed_s"}
 
+# the run config's per-step resources, which the jobs must ask Slurm for (paper-like sizes)
+RESOURCES = {"pretrain": (32000, 1440), "evaluate_linear": (16000, 180)}
+RESOURCES_YAML = "resources:\n" + "".join(f"  {k}: {{mem_mb: {m}, runtime: {r}}}\n" for k, (m, r) in RESOURCES.items())
+
 
 def _stable(result: dict) -> dict:
     """A result JSON without what differs between two runs of the same job: its timings."""
@@ -48,9 +52,6 @@ def _stable(result: dict) -> dict:
     if "probe" in out:  # the probe's fits record their seconds
         out["probe"] = {**out["probe"], "grid": [{k: v for k, v in g.items() if k != "seconds"} for g in out["probe"].get("grid", [])]}
     return out
-# the run config's per-step resources, which the jobs must ask Slurm for (paper-like sizes)
-RESOURCES = {"pretrain": (32000, 1440), "evaluate_linear": (16000, 180)}
-RESOURCES_YAML = "resources:\n" + "".join(f"  {k}: {{mem_mb: {m}, runtime: {r}}}\n" for k, (m, r) in RESOURCES.items())
 
 
 def _slurm_local():
